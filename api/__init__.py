@@ -1,0 +1,1 @@
+"""The shells around the other packages: settings, the `annex` CLI, and later the REST API."""

@@ -1,0 +1,490 @@
+"""The `annex` command line: a thin shell over evidence/ (and later collectors/ and reports/).
+
+Exit codes: 0 success, 1 verification failed, 2 bad input, usage or configuration.
+Every command takes --json and then prints one JSON document on stdout, errors included.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from api import demo as demo_module
+from api.output import print_json, progress_bar, report_error, stdout
+from api.settings import get_settings
+from evidence.canonical import parse_json
+from evidence.dsse import Envelope
+from evidence.errors import AnnexError, InputError
+from evidence.home import Home, active_log_key
+from evidence.keys import TrustIndex, load_trust, note_verifier, public_pem
+from evidence.note import TlogProof
+from evidence.verify import verify_entry, verify_log
+from schemas.trust import TrustedKey
+
+app = typer.Typer(
+    help="Annex: signed, append-only evidence for AI systems, verifiable by an auditor alone.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log_app = typer.Typer(help="The Merkle log: checkpoints, proofs, export.")
+keys_app = typer.Typer(help="Signing keys and the trust file.")
+app.add_typer(log_app, name="log", no_args_is_help=True)
+app.add_typer(keys_app, name="keys", no_args_is_help=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="Data directory (default: $ANNEX_HOME or ~/.annex)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for machines.")]
+
+
+def command(group: typer.Typer, name: str | None = None) -> Callable[[F], F]:
+    """Registers a command whose AnnexErrors become a message and an exit code, in one place."""
+
+    def register(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except AnnexError as error:
+                report_error(error, kwargs.get("json_out", False))
+                raise typer.Exit(error.exit_code) from None
+
+        group.command(name)(run)
+        return fn
+
+    return register
+
+
+def _home(home: Path | None) -> Home:
+    return get_settings(home).open_home()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _read_input(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+
+
+def _write_output(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write {output}: {exc.strerror}") from exc
+
+
+# -- init, append, show ---------------------------------------------------------------------------
+
+
+@command(app)
+def init(
+    home: HomeOpt = None,
+    origin: Annotated[
+        str | None,
+        typer.Option(help="Log name in checkpoints, a schema-less URL (default: HOSTNAME/annex)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create the data directory, the log database, a signing key and the trust file."""
+    target = _home(home)
+    result = target.init(origin or f"{socket.gethostname()}/annex")
+    key = active_log_key(target.trust().trust)
+    if json_out:
+        print_json(
+            {
+                "home": str(target.path),
+                "database": target.db_url,
+                "origin": target.trust().trust.origin,
+                "keyid": key.keyid,
+                "trust_file": str(target.trust_path),
+                "checkpoint": result.checkpoint.note,
+            }
+        )
+        return
+    stdout.print(f"initialised {target.path}")
+    stdout.print(f"  log origin  {key.name}")
+    stdout.print(f"  log key     {key.keyid}")
+    stdout.print(f"  trust file  {target.trust_path}  (give this to auditors)")
+
+
+def _load_items(text: str, source: str) -> list[tuple[str, Any]]:
+    """One JSON document (object or array) or JSON Lines; each item with where it came from."""
+    stripped = text.strip()
+    if not stripped:
+        raise InputError(f"{source} is empty")
+    try:
+        whole = json.loads(stripped)
+    except json.JSONDecodeError:
+        whole = None
+    if isinstance(whole, list):
+        return [(f"{source} item {i + 1}", item) for i, item in enumerate(whole)]
+    if whole is not None:
+        return [(source, parse_json(stripped, what=source))]
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            where = f"{source} line {number}"
+            items.append((where, parse_json(line, what=where)))
+    return items
+
+
+@command(app)
+def append(
+    file: Annotated[str, typer.Argument(help="Statement JSON, JSON Lines, or '-' for stdin.")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Sign in-toto statements and append them to the log as one atomic batch.
+
+    DSSE envelopes signed by a trusted key are accepted too and appended as they are.
+    """
+    source = "stdin" if file == "-" else file
+    items = _load_items(_read_input(file), source)
+    labels = [where for where, _ in items]
+    with _home(home).open_store(write=True) as store:
+        if all(isinstance(obj, dict) and "payloadType" in obj for _, obj in items):
+            envelopes = [Envelope.from_dict(obj, what=where) for where, obj in items]
+            result = store.append_envelopes(envelopes, labels=labels)
+        else:
+            for where, obj in items:
+                if not isinstance(obj, dict):
+                    raise InputError(f"{where}: a statement must be a JSON object")
+            result = store.append([obj for _, obj in items], labels=labels)
+    if json_out:
+        print_json(
+            {
+                "first_index": result.first_index,
+                "count": len(result.leaf_hashes),
+                "leaf_hashes": [_b64(h) for h in result.leaf_hashes],
+                "checkpoint": {
+                    "size": result.checkpoint.size,
+                    "root": _b64(result.checkpoint.root),
+                    "note": result.checkpoint.note,
+                },
+            }
+        )
+        return
+    last = result.indices[-1]
+    stdout.print(
+        f"appended {len(result.indices)} entries ({result.first_index}..{last}); "
+        f"checkpoint signed at size {result.checkpoint.size}"
+    )
+
+
+@command(app)
+def show(
+    index: Annotated[int, typer.Argument(help="Entry index.")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show one entry: what the log recorded and the statement it holds."""
+    with _home(home).open_store() as store:
+        entry = store.get(index)
+    data = entry.to_json()
+    data["envelope"] = entry.envelope.to_dict()
+    if json_out:
+        print_json(data)
+        return
+    stdout.print(f"entry {entry.index}")
+    stdout.print(f"  predicate type  {entry.predicate_type}")
+    for s in entry.subjects:
+        stdout.print(f"  subject         {s.name}  {s.algorithm}:{s.digest}")
+    stdout.print(f"  observed at     {data['observed_at'] or '(not stated)'}")
+    stdout.print(f"  logged at       {data['logged_at']}")
+    stdout.print(f"  signed by       {entry.keyid}")
+    stdout.print(f"  leaf hash       {data['leaf_hash']}")
+    stdout.print(json.dumps(entry.statement, indent=2, ensure_ascii=False))
+
+
+# -- the log --------------------------------------------------------------------------------------
+
+
+@command(log_app, "checkpoint")
+def log_checkpoint(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Print the latest signed checkpoint (a C2SP signed note), as is."""
+    with _home(home).open_store() as store:
+        cp = store.checkpoint()
+    if json_out:
+        print_json({"size": cp.size, "root": _b64(cp.root), "note": cp.note})
+    else:
+        sys.stdout.write(cp.note)
+
+
+@command(log_app, "proof")
+def log_proof(
+    index: Annotated[int, typer.Argument(help="Entry index.")],
+    tree_size: Annotated[
+        int | None, typer.Option(help="Prove against the checkpoint of this size.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to a file.")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print a C2SP tlog-proof: index, inclusion hashes and the signed checkpoint."""
+    with _home(home).open_store() as store:
+        proof = store.inclusion_proof(index, tree_size)
+    if json_out:
+        print_json(
+            {
+                "index": proof.index,
+                "hashes": [_b64(h) for h in proof.hashes],
+                "checkpoint": proof.checkpoint,
+                "tlog_proof": proof.format(),
+            }
+        )
+        return
+    _write_output(proof.format(), output)
+
+
+@command(log_app, "consistency")
+def log_consistency(
+    old_size: Annotated[int, typer.Argument(help="The earlier tree size.")],
+    new_size: Annotated[int | None, typer.Argument(help="The later size (default: now).")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print an RFC 9162 consistency proof between two tree sizes."""
+    with _home(home).open_store() as store:
+        proof = store.consistency_proof(old_size, new_size)
+    hashes = [_b64(h) for h in proof.hashes]
+    data = {
+        "old_size": proof.old_size,
+        "new_size": proof.new_size,
+        "old_root": _b64(proof.old_root),
+        "new_root": _b64(proof.new_root),
+        "hashes": hashes,
+    }
+    if json_out:
+        print_json(data)
+        return
+    stdout.print(f"old {proof.old_size} {data['old_root']}")
+    stdout.print(f"new {proof.new_size} {data['new_root']}")
+    for h in hashes:
+        stdout.print(h)
+
+
+@command(log_app, "export")
+def log_export(
+    start: Annotated[int, typer.Option("--from", help="First index.")] = 0,
+    end: Annotated[int | None, typer.Option("--to", help="Last index, inclusive.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to a file.")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Export entries as JSON Lines: index, DSSE envelope and leaf hash."""
+    with _home(home).open_store() as store:
+        stop = None if end is None else end + 1
+        lines = (
+            json.dumps(
+                {"index": i, "envelope": json.loads(env), "leaf_hash": _b64(leaf)},
+                separators=(",", ":"),
+            )
+            + "\n"
+            for i, env, leaf in store.export(start, stop)
+        )
+        _write_output("".join(lines), output)
+
+
+# -- verification ---------------------------------------------------------------------------------
+
+
+@command(app)
+def verify(
+    trusted_checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="A checkpoint saved earlier: the log must still extend it."),
+    ] = None,
+    trust: Annotated[
+        Path | None, typer.Option(help="Trust file to use instead of the data directory's.")
+    ] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Verify the whole log from public keys only: signatures, tree, checkpoints."""
+    target = _home(home)
+    index = TrustIndex(load_trust(trust)) if trust else target.trust()
+    pinned = None if trusted_checkpoint is None else _read_input(str(trusted_checkpoint))
+    with target.open_store() as store:
+        if store.origin != index.trust.origin:
+            raise InputError(
+                f"the trust file is for log {index.trust.origin!r}, this log is {store.origin!r}"
+            )
+        with progress_bar("verifying", enabled=not json_out) as progress:
+            report = verify_log(store, index, trusted_checkpoint=pinned, progress=progress)
+    if json_out:
+        print_json(report.to_json())
+        return
+    stdout.print(
+        f"ok: {report.size} entries, {report.signatures} signatures and "
+        f"{report.checkpoints} checkpoints verified; root {_b64(report.root)}"
+    )
+    if report.trusted_checkpoint_size is not None:
+        stdout.print(
+            f"the log extends the trusted checkpoint of size {report.trusted_checkpoint_size}"
+        )
+
+
+def _read_envelope(text: str, source: str) -> Envelope:
+    obj = parse_json(text, what=source)
+    if isinstance(obj, dict) and "envelope" in obj and "payloadType" not in obj:
+        obj = obj["envelope"]  # a line of `annex log export`
+    return Envelope.from_dict(obj, what=source)
+
+
+@command(app, "verify-entry")
+def verify_entry_cmd(
+    envelope: Annotated[Path, typer.Argument(help="DSSE envelope JSON, or an export line.")],
+    proof: Annotated[Path, typer.Argument(help="Its tlog-proof (from `annex log proof`).")],
+    trust: Annotated[Path, typer.Option(help="The log's trust file (public keys).")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Verify one exported entry offline: envelope + tlog-proof + trust file, no database."""
+    env = _read_envelope(_read_input(str(envelope)), str(envelope))
+    tlog = TlogProof.parse(_read_input(str(proof)))
+    report = verify_entry(env, tlog, TrustIndex(load_trust(trust)))
+    if json_out:
+        print_json(report.to_json())
+        return
+    stdout.print(
+        f"ok: entry {report.index} is in the log of size {report.tree_size}, "
+        f"signed by {report.keyid[:16]}"
+    )
+    stdout.print(f"  {report.statement['predicateType']}")
+    for s in report.statement["subject"]:
+        for algorithm, value in s["digest"].items():
+            stdout.print(f"  {s['name']}  {algorithm}:{value}")
+
+
+# -- keys -----------------------------------------------------------------------------------------
+
+
+def _key_json(key: TrustedKey) -> dict[str, Any]:
+    data = key.model_dump(mode="json")
+    data["note_verifier"] = str(note_verifier(key))
+    return data
+
+
+def _window(key: TrustedKey) -> str:
+    end = "" if key.valid_until_size is None else str(key.valid_until_size - 1)
+    return f"{key.valid_from_size}..{end}"
+
+
+@command(keys_app, "list")
+def keys_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """List the keys of the trust file and the entries each may sign."""
+    trust = _home(home).trust().trust
+    if json_out:
+        print_json({"origin": trust.origin, "keys": [_key_json(k) for k in trust.keys]})
+        return
+    for k in trust.keys:
+        stdout.print(
+            f"{k.keyid[:16]}  {k.role:9} {k.status:8} entries {_window(k):12} "
+            f"since {k.valid_from:%Y-%m-%d %H:%M}  {k.name}"
+        )
+
+
+@command(keys_app, "rotate")
+def keys_rotate(
+    reason: Annotated[str | None, typer.Option(help="Why, recorded in the log.")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Retire the active log key and start signing with a new one; old entries still verify."""
+    old, new = _home(home).rotate(reason=reason)
+    if json_out:
+        print_json({"retired": _key_json(old), "active": _key_json(new)})
+        return
+    stdout.print(f"retired {old.keyid[:16]} (signed entries {_window(old)})")
+    stdout.print(f"active  {new.keyid[:16]} from entry {new.valid_from_size}")
+
+
+@command(keys_app, "revoke")
+def keys_revoke(
+    keyid: Annotated[str, typer.Argument(help="Key id, or a unique prefix of it.")],
+    reason: Annotated[str | None, typer.Option(help="Why, recorded in the log.")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Revoke a key: anything it signs from now on fails verification."""
+    key = _home(home).revoke(keyid, reason=reason)
+    if json_out:
+        print_json({"revoked": _key_json(key)})
+        return
+    stdout.print(
+        f"revoked {key.keyid[:16]}: entries it signed at index {key.valid_until_size} "
+        "or later fail verification"
+    )
+
+
+@command(keys_app, "export-public")
+def keys_export_public(
+    keyid: Annotated[str | None, typer.Argument(help="Key id or prefix (default: active).")] = None,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="pem, note (signed-note verifier key) or trust (file)."),
+    ] = "pem",
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print a public key as PEM, as a signed-note verifier key, or the whole trust file."""
+    target = _home(home)
+    trust = target.trust().trust
+    if fmt == "trust":
+        sys.stdout.write(target.trust_path.read_text())
+        return
+    if fmt not in ("pem", "note"):
+        raise InputError(f"--format must be pem, note or trust, not {fmt!r}")
+    if keyid is None:
+        key = active_log_key(trust)
+    else:
+        matches = [k for k in trust.keys if k.keyid.startswith(keyid.lower())]
+        if len(matches) != 1:
+            raise InputError(f"{'no key' if not matches else 'several keys'} match {keyid!r}")
+        key = matches[0]
+    if json_out:
+        print_json({"keyid": key.keyid, "pem": public_pem(key), **_key_json(key)})
+    elif fmt == "note":
+        sys.stdout.write(str(note_verifier(key)) + "\n")
+    else:
+        sys.stdout.write(public_pem(key))
+
+
+# -- demo -----------------------------------------------------------------------------------------
+
+
+@command(app)
+def demo(
+    home: Annotated[Path, typer.Option("--home", help="Where to build the demo store.")] = Path(
+        "annex-demo"
+    ),
+    json_out: JsonOpt = False,
+) -> None:
+    """Build a signed store from built-in example evidence, export a proof and verify it all."""
+    summary = demo_module.run(home.absolute(), say=None if json_out else stdout.print)
+    if json_out:
+        print_json(summary)
+
+
+def main() -> None:
+    app()

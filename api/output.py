@@ -1,0 +1,51 @@
+"""How the CLI speaks: JSON for machines on stdout, prose for people, errors on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from evidence.errors import AnnexError, VerificationError
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def report_error(error: AnnexError, json_mode: bool) -> None:
+    if json_mode:
+        body: dict[str, Any] = {"ok": False, "error": type(error).__name__, "message": str(error)}
+        if isinstance(error, VerificationError):
+            body["index"] = error.index
+        print_json(body)
+        return
+    label = "verification failed" if isinstance(error, VerificationError) else "error"
+    stderr.print(f"[bold red]{label}:[/] {error}", markup=True, highlight=False)
+
+
+@contextmanager
+def progress_bar(label: str, *, enabled: bool) -> Iterator[Any]:
+    """A progress bar on stderr for a person at a terminal; silent otherwise."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda done, total: None
+        return
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)

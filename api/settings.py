@@ -1,0 +1,58 @@
+"""Settings: the one place that reads the environment, once, into one immutable value."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from evidence.errors import ConfigError
+from evidence.home import Home
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str | None
+    passphrase: bytes | None
+
+    def open_home(self) -> Home:
+        return Home(self.home, self.database_url, self.passphrase)
+
+
+def read_settings(env: Mapping[str, str], home: Path | None = None) -> Settings:
+    """Builds settings from an environment; `home` (the --home option) beats ANNEX_HOME."""
+    chosen = home or Path(env.get("ANNEX_HOME") or os.path.expanduser("~/.annex"))
+    return Settings(
+        home=chosen.expanduser().absolute(),
+        database_url=env.get("ANNEX_DATABASE_URL") or None,
+        passphrase=_passphrase(env),
+    )
+
+
+@lru_cache
+def get_settings(home: Path | None = None) -> Settings:
+    return read_settings(os.environ, home)
+
+
+def _passphrase(env: Mapping[str, str]) -> bytes | None:
+    """ANNEX_KEY_PASSPHRASE, or the first line of ANNEX_KEY_PASSPHRASE_FILE; never both."""
+    value = env.get("ANNEX_KEY_PASSPHRASE")
+    path = env.get("ANNEX_KEY_PASSPHRASE_FILE")
+    if value is not None and path is not None:
+        raise ConfigError("set ANNEX_KEY_PASSPHRASE or ANNEX_KEY_PASSPHRASE_FILE, not both")
+    if path is not None:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read ANNEX_KEY_PASSPHRASE_FILE {path}: {exc.strerror}"
+            ) from exc
+        value = lines[0] if lines else ""
+    if value is None:
+        return None
+    if not value:
+        raise ConfigError("the key passphrase is empty")
+    return value.encode()

@@ -1,0 +1,1 @@
+"""Collectors observe the world and return statements; they never touch SQL."""

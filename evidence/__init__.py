@@ -1,0 +1,1 @@
+"""The evidence store: canonical bytes, DSSE envelopes, an RFC 9162 log, signed checkpoints."""

@@ -1,0 +1,57 @@
+"""The one exception hierarchy of Annex.
+
+Every failure a user can cause or meet is an `AnnexError`; each kind carries the exit code the
+CLI returns and the HTTP status the API answers with, so neither shell has to guess. A failed
+verification is never a `ValueError`: a tampered log and a programming bug must be told apart.
+"""
+
+from __future__ import annotations
+
+
+class AnnexError(Exception):
+    """Base of every error Annex raises on purpose."""
+
+    exit_code = 2
+    http_status = 500
+
+
+class InputError(AnnexError):
+    """The caller gave something malformed: bad JSON, a wrong field, a bad digest, a bad index."""
+
+    exit_code = 2
+    http_status = 400
+
+
+class ConfigError(AnnexError):
+    """The installation is not usable as configured: no data directory, no key, bad passphrase."""
+
+    exit_code = 2
+    http_status = 500
+
+
+class TrustError(AnnexError):
+    """A key is unknown, outside its validity window, or cannot be loaded."""
+
+    exit_code = 2
+    http_status = 400
+
+
+class StoreError(AnnexError):
+    """The database refused or failed an operation."""
+
+    exit_code = 2
+    http_status = 503
+
+
+class VerificationError(AnnexError):
+    """Evidence does not verify: a bad signature, a broken proof, a rewritten log.
+
+    `index` names the first log entry found bad, where one can be named.
+    """
+
+    exit_code = 1
+    http_status = 422
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index

@@ -1,0 +1,537 @@
+"""The evidence store: one sequenced, signed, append-only Merkle log in SQL.
+
+Durability contract
+-------------------
+An append is acknowledged when `Store.append` or `Store.append_envelopes` returns. Before it
+returns, one database transaction has committed the entries, their subject rows, every tree node
+they complete, and a checkpoint signed over the new tree size. SQLite commits in WAL mode with
+synchronous=FULL (the WAL is fsynced before COMMIT returns); PostgreSQL commits with its default
+synchronous_commit=on. Hence:
+- an acknowledged append survives the death of the process, a crash of the machine and a power
+  cut (as far as the disk honours fsync);
+- an append that was not acknowledged is wholly present or wholly absent: never an index gap, an
+  entry without its tree nodes, or a tree without its checkpoint;
+- a batch is atomic: all of its entries or none of them.
+
+Sequencing
+----------
+Signing happens before the lock; inside it, one writer at a time reads the tree size and the
+O(log n) hashes on the tree's right edge, writes the batch and signs the checkpoint. Writers in
+many processes or on many hosts (PostgreSQL) therefore get consecutive indices and one tree.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+from sqlalchemy import Connection, Engine, and_, func, insert, select, tuple_
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from evidence.canonical import canonical_bytes, parse_json
+from evidence.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, sign_envelope, verify_envelope
+from evidence.engine import WRITE, make_engine, take_sequencer_lock
+from evidence.entry import (
+    Entry,
+    Metadata,
+    Subject,
+    from_us,
+    statement_metadata,
+    to_us,
+)
+from evidence.errors import ConfigError, InputError, StoreError, TrustError
+from evidence.keys import Signer, TrustIndex
+from evidence.merkle import (
+    CompactRange,
+    Node,
+    consistency_ranges,
+    fold,
+    inclusion_ranges,
+    leaf_hash,
+)
+from evidence.merkle import range_nodes as _range_nodes
+from evidence.note import Checkpoint, TlogProof, check_key_name, sign_note
+from evidence.tables import checkpoints, create_schema, entries, meta, nodes, subjects
+from schemas.statement import Statement
+
+SCHEMA_VERSION = "1"
+_PARALLEL_FROM = 128  # batches at least this large are signed on every core
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An entry ready for the sequencer: signed, canonical, hashed."""
+
+    envelope: bytes
+    leaf: bytes
+    keyids: tuple[str, ...]
+    metadata: Metadata
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    size: int
+    root: bytes
+    note: str
+    issued_at: datetime
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    first_index: int
+    leaf_hashes: tuple[bytes, ...]
+    checkpoint: SignedCheckpoint
+
+    @property
+    def indices(self) -> range:
+        return range(self.first_index, self.first_index + len(self.leaf_hashes))
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    old_size: int
+    new_size: int
+    old_root: bytes
+    new_root: bytes
+    hashes: tuple[bytes, ...]
+
+
+def check_statement(obj: Any, *, where: str) -> Metadata:
+    """Validates an in-toto statement; raises InputError naming the field that is wrong."""
+    try:
+        Statement.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise InputError(f"{where}: {loc}: {first['msg']}") from None
+    return statement_metadata(obj)
+
+
+def prepare_statement(obj: Any, signer: Signer, *, where: str = "statement") -> Prepared:
+    metadata = check_statement(obj, where=where)
+    envelope = sign_envelope(canonical_bytes(obj, what=where), signer)
+    data = envelope.canonical()
+    return Prepared(data, leaf_hash(data), (signer.keyid,), metadata)
+
+
+def prepare_envelope(envelope: Envelope, trust: TrustIndex, *, where: str) -> Prepared:
+    """Checks an envelope signed elsewhere: well-formed statement, signed by a trusted key."""
+    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
+        raise InputError(f"{where}: payloadType must be {IN_TOTO_PAYLOAD_TYPE}")
+    statement = parse_json(envelope.payload, what=f"{where} payload")
+    metadata = check_statement(statement, where=f"{where} payload")
+    verify_envelope(envelope, trust.public_key)
+    known = tuple(s.keyid for s in envelope.signatures if trust.public_key(s.keyid) is not None)
+    data = envelope.canonical()
+    return Prepared(data, leaf_hash(data), known, metadata)
+
+
+def _in_parallel(items: Sequence[Any], work: Callable[[int, Any], Prepared]) -> list[Prepared]:
+    """Runs `work` over a batch; Ed25519 in `cryptography` releases the GIL, so threads help."""
+    if len(items) < _PARALLEL_FROM:
+        return [work(i, item) for i, item in enumerate(items)]
+    workers = os.cpu_count() or 1
+    step = -(-len(items) // (workers * 4))
+    chunks = [range(i, min(i + step, len(items))) for i in range(0, len(items), step)]
+    with ThreadPoolExecutor(workers) as pool:
+        parts = pool.map(lambda r: [work(i, items[i]) for i in r], chunks)
+        return [p for part in parts for p in part]
+
+
+class Keys(Protocol):
+    """Where a writable store gets its signing key and trust file, re-read after a rotation."""
+
+    def signer(self) -> Signer: ...
+
+    def trust(self) -> TrustIndex: ...
+
+
+@dataclass(frozen=True)
+class FixedKeys:
+    """Keys that never change: for tests and short-lived tools."""
+
+    log_signer: Signer
+    trust_index: TrustIndex
+
+    def signer(self) -> Signer:
+        return self.log_signer
+
+    def trust(self) -> TrustIndex:
+        return self.trust_index
+
+
+class Store:
+    """Open with `Store.open` (an existing log) or `Store.create` (a new one)."""
+
+    def __init__(self, engine: Engine, origin: str, *, keys: Keys | None = None) -> None:
+        self.engine = engine
+        self.origin = origin
+        self.keys = keys
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, url: str, origin: str, **kwargs: Any) -> Store:
+        check_key_name(origin)
+        engine = make_engine(url)
+        try:
+            create_schema(engine)
+            with engine.connect().execution_options(**{WRITE: True}) as conn, conn.begin():
+                existing = conn.execute(select(meta.c.value).where(meta.c.key == "origin"))
+                found = existing.scalar_one_or_none()
+                if found is not None:
+                    raise ConfigError(f"the database already holds the Annex log {found!r}")
+                conn.execute(
+                    insert(meta),
+                    [
+                        {"key": "origin", "value": origin},
+                        {"key": "schema_version", "value": SCHEMA_VERSION},
+                    ],
+                )
+        except OperationalError as exc:
+            raise StoreError(f"cannot create the log database: {exc.orig}") from exc
+        return cls(engine, origin, **kwargs)
+
+    @classmethod
+    def open(cls, url: str, **kwargs: Any) -> Store:
+        engine = make_engine(url)
+        try:
+            with engine.connect() as conn:
+                rows = dict(conn.execute(select(meta.c.key, meta.c.value)).tuples().all())
+        except (OperationalError, DBAPIError) as exc:
+            raise ConfigError(f"no Annex log in {engine.url!r}: run `annex init` first") from exc
+        if "origin" not in rows:
+            raise ConfigError(f"no Annex log in {engine.url!r}: run `annex init` first")
+        if rows.get("schema_version") != SCHEMA_VERSION:
+            raise ConfigError(f"log schema {rows.get('schema_version')} is not supported")
+        return cls(engine, rows["origin"], **kwargs)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- appending -----------------------------------------------------------------------------
+
+    def _writer(self) -> tuple[Signer, TrustIndex]:
+        if self.keys is None:
+            raise ConfigError("this store was opened read-only: no signing key or trust file")
+        return self.keys.signer(), self.keys.trust()
+
+    def append(
+        self, statements: Sequence[Mapping[str, Any]], *, labels: Sequence[str] | None = None
+    ) -> AppendResult:
+        """Signs statements with the log key and appends them as one atomic batch.
+
+        `labels` name where each statement came from, for error messages (e.g. "file line 3").
+        """
+        signer, _ = self._writer()
+
+        def work(i: int, obj: Any) -> Prepared:
+            where = labels[i] if labels else f"statement {i + 1}"
+            return prepare_statement(obj, signer, where=where)
+
+        batch = _in_parallel(statements, work)
+        return self._commit(lambda _size: batch)
+
+    def append_envelopes(
+        self, envelopes: Sequence[Envelope], *, labels: Sequence[str] | None = None
+    ) -> AppendResult:
+        """Appends envelopes signed elsewhere (by keys in the trust file)."""
+        _, trust = self._writer()
+
+        def work(i: int, envelope: Envelope) -> Prepared:
+            where = labels[i] if labels else f"envelope {i + 1}"
+            return prepare_envelope(envelope, trust, where=where)
+
+        batch = _in_parallel(envelopes, work)
+        return self._commit(lambda _size: batch)
+
+    def append_locked(self, build: Callable[[int], Sequence[Mapping[str, Any]]]) -> AppendResult:
+        """Appends statements built inside the sequencer lock from the current tree size.
+
+        For key events, whose content (the position a key starts or stops signing at) is only
+        known under the lock; `build` may change the key files, which are re-read afterwards.
+        """
+
+        def inside(size: int) -> list[Prepared]:
+            statements = build(size)
+            signer, _ = self._writer()
+            return [
+                prepare_statement(obj, signer, where=f"statement {i + 1}")
+                for i, obj in enumerate(statements)
+            ]
+
+        return self._commit(inside)
+
+    def _commit(self, batch_at: Callable[[int], list[Prepared]]) -> AppendResult:
+        try:
+            with (
+                self.engine.connect().execution_options(**{WRITE: True}) as conn,
+                conn.begin(),
+            ):
+                take_sequencer_lock(conn)
+                size = log_size(conn)
+                batch = batch_at(size)
+                if not batch:
+                    raise InputError("nothing to append: the batch is empty")
+                return self._sequence(conn, size, batch)
+        except IntegrityError as exc:
+            raise StoreError(f"append refused by the database: {exc.orig}") from exc
+        except OperationalError as exc:
+            raise StoreError(f"append failed: {exc.orig}") from exc
+
+    def _sequence(self, conn: Connection, size: int, batch: list[Prepared]) -> AppendResult:
+        signer, trust = self._writer()  # re-read inside the lock: a rotation may have happened
+        self._check_windows(trust, batch, size, signer)
+        tree = self._right_edge(conn, size)
+        now = datetime.now(UTC)
+        now_us = to_us(now)
+        entry_rows: list[dict[str, Any]] = []
+        subject_rows: list[dict[str, Any]] = []
+        node_rows: list[dict[str, Any]] = []
+        for offset, p in enumerate(batch):
+            index = size + offset
+            entry_rows.append(
+                {
+                    "idx": index,
+                    "leaf_hash": p.leaf,
+                    "envelope": p.envelope,
+                    "keyid": p.keyids[0],
+                    "predicate_type": p.metadata.predicate_type,
+                    "observed_at_us": p.metadata.observed_at_us,
+                    "logged_at_us": now_us,
+                }
+            )
+            subject_rows.extend(
+                {
+                    "entry_idx": index,
+                    "position": pos,
+                    "name": s.name,
+                    "algorithm": s.algorithm,
+                    "digest": s.digest,
+                }
+                for pos, s in enumerate(p.metadata.subjects)
+            )
+            node_rows.extend(
+                {"level": n.level, "idx": n.index, "hash": h} for n, h in tree.append(p.leaf)
+            )
+        conn.execute(insert(entries), entry_rows)
+        conn.execute(insert(subjects), subject_rows)
+        conn.execute(insert(nodes), node_rows)
+        root = tree.root()
+        note = sign_note(Checkpoint(self.origin, tree.size, root).body(), signer)
+        conn.execute(
+            insert(checkpoints),
+            {"size": tree.size, "root": root, "note": note, "issued_at_us": now_us},
+        )
+        return AppendResult(
+            size, tuple(p.leaf for p in batch), SignedCheckpoint(tree.size, root, note, now)
+        )
+
+    @staticmethod
+    def _check_windows(trust: TrustIndex, batch: list[Prepared], size: int, signer: Signer) -> None:
+        last = size + len(batch)
+        log_key = trust.get(signer.keyid)
+        if not log_key.signs_checkpoint(last):
+            raise TrustError(f"log key {signer.keyid[:16]} is {log_key.status}: it cannot sign")
+        for offset, p in enumerate(batch):
+            for keyid in p.keyids:
+                key = trust.get(keyid)
+                if not key.signs_entry(size + offset):
+                    raise TrustError(f"key {keyid[:16]} is {key.status}: it cannot sign entries")
+
+    def _right_edge(self, conn: Connection, size: int) -> CompactRange:
+        edge = _range_nodes(0, size) if size else []
+        found = self._fetch_nodes(conn, edge)
+        return CompactRange(size, [found[n] for n in edge])
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def size(self) -> int:
+        with self.engine.connect() as conn:
+            return log_size(conn)
+
+    def get(self, index: int) -> Entry:
+        found = self._entries(entries.c.idx == index, limit=1)
+        if not found:
+            raise InputError(f"no entry {index}: the log holds {self.size()} entries")
+        return found[0]
+
+    def query(
+        self,
+        *,
+        predicate_type: str | None = None,
+        subject_digest: str | None = None,
+        subject_name: str | None = None,
+        logged_since: datetime | None = None,
+        logged_until: datetime | None = None,
+        observed_since: datetime | None = None,
+        observed_until: datetime | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[Entry]:
+        """Entries in index order matching every given filter; `after` is the cursor."""
+        conds: list[Any] = []
+        if predicate_type is not None:
+            conds.append(entries.c.predicate_type == predicate_type)
+        if subject_digest is not None or subject_name is not None:
+            conds.append(entries.c.idx.in_(_subject_filter(subject_digest, subject_name)))
+        for column, bound, op in (
+            (entries.c.logged_at_us, logged_since, "ge"),
+            (entries.c.logged_at_us, logged_until, "lt"),
+            (entries.c.observed_at_us, observed_since, "ge"),
+            (entries.c.observed_at_us, observed_until, "lt"),
+        ):
+            if bound is not None:
+                us = to_us(bound)
+                conds.append(column >= us if op == "ge" else column < us)
+        if after is not None:
+            conds.append(entries.c.idx > after)
+        return self._entries(and_(True, *conds), limit=limit)
+
+    def _entries(self, where: Any, *, limit: int) -> list[Entry]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(entries).where(where).order_by(entries.c.idx).limit(limit)
+            ).all()
+            if not rows:
+                return []
+            subject_rows = conn.execute(
+                select(subjects)
+                .where(subjects.c.entry_idx.in_([r.idx for r in rows]))
+                .order_by(subjects.c.entry_idx, subjects.c.position)
+            ).all()
+        by_entry: dict[int, list[Subject]] = {}
+        for s in subject_rows:
+            by_entry.setdefault(s.entry_idx, []).append(Subject(s.name, s.algorithm, s.digest))
+        return [
+            Entry(
+                index=r.idx,
+                leaf_hash=r.leaf_hash,
+                envelope_bytes=r.envelope,
+                keyid=r.keyid,
+                metadata=Metadata(
+                    r.predicate_type, tuple(by_entry.get(r.idx, ())), r.observed_at_us
+                ),
+                logged_at=from_us(r.logged_at_us),
+            )
+            for r in rows
+        ]
+
+    def export(self, start: int = 0, end: int | None = None) -> Iterable[tuple[int, bytes, bytes]]:
+        """(index, envelope bytes, leaf hash) for start <= index < end, streamed."""
+        cond = entries.c.idx >= start
+        if end is not None:
+            cond = and_(cond, entries.c.idx < end)
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=1000).execute(
+                select(entries.c.idx, entries.c.envelope, entries.c.leaf_hash)
+                .where(cond)
+                .order_by(entries.c.idx)
+            )
+            for row in result:
+                yield row.idx, row.envelope, row.leaf_hash
+
+    # -- checkpoints and proofs ----------------------------------------------------------------
+
+    def checkpoint(self, size: int | None = None) -> SignedCheckpoint:
+        """The latest signed checkpoint, or the one issued at exactly `size` entries."""
+        query = select(checkpoints)
+        if size is None:
+            query = query.order_by(checkpoints.c.size.desc()).limit(1)
+        else:
+            query = query.where(checkpoints.c.size == size)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+            if row is None and size is not None:
+                sizes = self._nearby_checkpoints(conn, size)
+                raise InputError(
+                    f"no checkpoint was issued at tree size {size}; nearest: {sizes or 'none'}"
+                )
+        if row is None:
+            raise InputError("the log is empty: no checkpoint has been issued yet")
+        return SignedCheckpoint(row.size, row.root, row.note, from_us(row.issued_at_us))
+
+    @staticmethod
+    def _nearby_checkpoints(conn: Connection, size: int) -> str:
+        below = conn.execute(
+            select(func.max(checkpoints.c.size)).where(checkpoints.c.size < size)
+        ).scalar_one()
+        above = conn.execute(
+            select(func.min(checkpoints.c.size)).where(checkpoints.c.size > size)
+        ).scalar_one()
+        return ", ".join(str(s) for s in (below, above) if s is not None)
+
+    def inclusion_proof(self, index: int, tree_size: int | None = None) -> TlogProof:
+        """A C2SP tlog-proof of entry `index` in the tree of a signed checkpoint."""
+        cp = self.checkpoint(tree_size)
+        if not 0 <= index < cp.size:
+            raise InputError(f"entry {index} is not in the tree of size {cp.size}")
+        with self.engine.connect() as conn:
+            hashes = self._range_hashes(conn, inclusion_ranges(index, cp.size))
+        return TlogProof(index, tuple(hashes), cp.note)
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> ConsistencyProof:
+        with self.engine.connect() as conn:
+            size = log_size(conn)
+            new = size if new_size is None else new_size
+            if not 0 < old_size <= new <= size:
+                raise InputError(
+                    f"need 0 < old size ({old_size}) <= new size ({new}) <= log size ({size})"
+                )
+            ranges = [(0, old_size), (0, new), *consistency_ranges(old_size, new)]
+            old_root, new_root, *hashes = self._range_hashes(conn, ranges)
+        return ConsistencyProof(old_size, new, old_root, new_root, tuple(hashes))
+
+    def root(self, size: int) -> bytes:
+        with self.engine.connect() as conn:
+            return self._range_hashes(conn, [(0, size)])[0]
+
+    def _range_hashes(self, conn: Connection, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        parts = [_range_nodes(lo, hi) for lo, hi in ranges]
+        found = self._fetch_nodes(conn, [n for part in parts for n in part])
+        return [fold([found[n] for n in part]) for part in parts]
+
+    def _fetch_nodes(self, conn: Connection, wanted: Sequence[Node]) -> dict[Node, bytes]:
+        """Reads stored subtree hashes in one query; a missing one means a damaged database."""
+        if not wanted:
+            return {}
+        keys = sorted(set(wanted))
+        rows = conn.execute(
+            select(nodes.c.level, nodes.c.idx, nodes.c.hash).where(
+                tuple_(nodes.c.level, nodes.c.idx).in_([(n.level, n.index) for n in keys])
+            )
+        ).all()
+        found = {Node(r.level, r.idx): r.hash for r in rows}
+        missing = [n for n in keys if n not in found]
+        if missing:
+            raise StoreError(f"tree node {missing[0]} is missing: the database is damaged")
+        return found
+
+
+def log_size(conn: Connection) -> int:
+    """The number of entries, read from the primary key's end (O(log n))."""
+    value: int = conn.execute(select(func.coalesce(func.max(entries.c.idx) + 1, 0))).scalar_one()
+    return value
+
+
+def _subject_filter(digest: str | None, name: str | None) -> Any:
+    conds = []
+    if digest is not None:
+        algorithm, sep, value = digest.rpartition(":")
+        conds.append(subjects.c.digest == value.lower())
+        if sep:
+            conds.append(subjects.c.algorithm == algorithm)
+    if name is not None:
+        conds.append(subjects.c.name == name)
+    return select(subjects.c.entry_idx).where(*conds)

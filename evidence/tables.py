@@ -1,0 +1,119 @@
+"""The log's tables (SQLModel) and the triggers that make them append-only.
+
+Every table here is part of the log and refuses UPDATE and DELETE (and TRUNCATE on PostgreSQL).
+The triggers stop mistakes and casual edits; the Merkle tree and the signed checkpoints make a
+deliberate edit by someone who drops the triggers detectable by `annex verify`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Engine, Index, Integer, LargeBinary, Table, text
+from sqlmodel import Field, SQLModel
+
+# INTEGER PRIMARY KEY is SQLite's rowid; BIGINT elsewhere.
+_BigKey = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class EntryRow(SQLModel, table=True):
+    __tablename__ = "entries"
+
+    idx: int = Field(sa_column=Column(_BigKey, primary_key=True, autoincrement=False))
+    leaf_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    envelope: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    keyid: str = Field(index=True)
+    predicate_type: str = Field(index=True)
+    observed_at_us: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
+    logged_at_us: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+
+
+class SubjectRow(SQLModel, table=True):
+    __tablename__ = "subjects"
+    __table_args__ = (Index("ix_subjects_digest", "digest", "algorithm"),)
+
+    entry_idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    position: int = Field(primary_key=True)
+    name: str = Field(index=True)
+    algorithm: str
+    digest: str
+
+
+class NodeRow(SQLModel, table=True):
+    """Hash of a complete subtree: leaves [idx * 2**level, (idx + 1) * 2**level)."""
+
+    __tablename__ = "tree_nodes"
+
+    level: int = Field(primary_key=True)
+    idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class CheckpointRow(SQLModel, table=True):
+    __tablename__ = "checkpoints"
+
+    size: int = Field(sa_column=Column(_BigKey, primary_key=True, autoincrement=False))
+    root: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    note: str
+    issued_at_us: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class MetaRow(SQLModel, table=True):
+    """Facts fixed when the log is created, such as its origin."""
+
+    __tablename__ = "log_meta"
+
+    key: str = Field(primary_key=True)
+    value: str
+
+
+def _table(model: type[SQLModel]) -> Table:
+    table = model.__table__  # type: ignore[attr-defined]
+    assert isinstance(table, Table)
+    return table
+
+
+entries = _table(EntryRow)
+subjects = _table(SubjectRow)
+nodes = _table(NodeRow)
+checkpoints = _table(CheckpointRow)
+meta = _table(MetaRow)
+LOG_TABLES = (entries, subjects, nodes, checkpoints, meta)
+
+_PG_FUNCTION = """
+CREATE OR REPLACE FUNCTION annex_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'annex: table % is append-only', TG_TABLE_NAME;
+END
+$$
+"""
+
+
+def trigger_statements(dialect: str) -> list[str]:
+    """DDL that makes every log table refuse changes, for 'sqlite' or 'postgresql'."""
+    out = []
+    if dialect == "postgresql":
+        out.append(_PG_FUNCTION)
+    for table in LOG_TABLES:
+        t = table.name
+        if dialect == "sqlite":
+            for op in ("UPDATE", "DELETE"):
+                out.append(
+                    f"CREATE TRIGGER IF NOT EXISTS {t}_no_{op.lower()} BEFORE {op} ON {t} "
+                    f"BEGIN SELECT RAISE(ABORT, 'annex: table {t} is append-only'); END"
+                )
+        else:
+            out.append(
+                f"CREATE OR REPLACE TRIGGER {t}_append_only BEFORE UPDATE OR DELETE ON {t} "
+                "FOR EACH ROW EXECUTE FUNCTION annex_append_only()"
+            )
+            out.append(
+                f"CREATE OR REPLACE TRIGGER {t}_no_truncate BEFORE TRUNCATE ON {t} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION annex_append_only()"
+            )
+    return out
+
+
+def create_schema(engine: Engine) -> None:
+    SQLModel.metadata.create_all(engine, tables=list(LOG_TABLES))
+    with engine.begin() as conn:
+        for statement in trigger_statements(engine.dialect.name):
+            conn.execute(text(statement))

@@ -1,0 +1,409 @@
+"""Verification with public keys only: the whole log, or one exported entry with its proof.
+
+`verify_log` re-reads every row of the store in one snapshot and recomputes everything the
+log claims: each envelope's leaf hash and signatures (by a key valid at that position), the
+query columns derived from each statement, every stored subtree hash, and every checkpoint's
+root and signature. Ed25519 checks run on worker threads (`cryptography` releases the GIL)
+while the main thread keeps reading. The first bad entry is named in the error.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import Connection, and_, select
+
+from evidence.dsse import Envelope, pae, verify_envelope
+from evidence.entry import Metadata, Subject, statement_metadata
+from evidence.errors import AnnexError, InputError, VerificationError
+from evidence.keys import TrustIndex, keyid_of
+from evidence.merkle import EMPTY_ROOT, CompactRange, leaf_hash, verify_inclusion
+from evidence.note import Checkpoint, TlogProof, open_note, split_note
+from evidence.store import Store, check_statement, log_size
+from evidence.tables import checkpoints, entries, nodes, subjects
+
+_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class LogReport:
+    size: int
+    root: bytes
+    signatures: int
+    checkpoints: int
+    latest_checkpoint: str
+    trusted_checkpoint_size: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "size": self.size,
+            "root": base64.b64encode(self.root).decode(),
+            "signatures_checked": self.signatures,
+            "checkpoints_checked": self.checkpoints,
+            "trusted_checkpoint_size": self.trusted_checkpoint_size,
+            "checkpoint": self.latest_checkpoint,
+        }
+
+
+@dataclass(frozen=True)
+class EntryReport:
+    index: int
+    tree_size: int
+    keyid: str
+    statement: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "index": self.index,
+            "tree_size": self.tree_size,
+            "keyid": self.keyid,
+            "predicate_type": self.statement["predicateType"],
+            "subjects": self.statement["subject"],
+        }
+
+
+def open_checkpoint(note: str, trust: TrustIndex) -> Checkpoint:
+    """Verifies a signed checkpoint against the trust file and returns its tree head."""
+    try:
+        text, signed_by = open_note(note, trust.verifiers)
+        checkpoint = Checkpoint.parse(text)
+    except InputError as exc:
+        raise VerificationError(f"checkpoint is malformed: {exc}") from None
+    if checkpoint.origin != trust.trust.origin:
+        raise VerificationError(
+            f"checkpoint is for log {checkpoint.origin!r}, "
+            f"the trust file for {trust.trust.origin!r}"
+        )
+    if not any(trust.checkpoint_key_valid(v, checkpoint.size) for v in signed_by):
+        raise VerificationError(
+            f"checkpoint of size {checkpoint.size} is signed only by keys not valid at that size"
+        )
+    return checkpoint
+
+
+def verify_entry(envelope: Envelope, proof: TlogProof, trust: TrustIndex) -> EntryReport:
+    """What an auditor runs offline: envelope + tlog-proof + trust file, no database."""
+    checkpoint = open_checkpoint(proof.checkpoint, trust)
+    keyid = verify_envelope(envelope, lambda k: trust.entry_key(k, proof.index))
+    verify_inclusion(
+        leaf_hash(envelope.canonical()), proof.index, checkpoint.size, proof.hashes, checkpoint.root
+    )
+    try:
+        statement = json.loads(envelope.payload)
+        check_statement(statement, where="envelope payload")
+    except (ValueError, InputError) as exc:
+        raise VerificationError(f"the signed payload is not a valid statement: {exc}") from None
+    return EntryReport(proof.index, checkpoint.size, keyid, statement)
+
+
+# -- the whole log ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Check:
+    key: Ed25519PublicKey
+    sig: bytes
+    message: bytes
+    index: int
+    what: str
+
+
+def _first_bad(batch: list[_Check]) -> VerificationError | None:
+    for c in batch:
+        try:
+            c.key.verify(c.sig, c.message)
+        except InvalidSignature:
+            return VerificationError(f"{c.what}: signature does not verify", index=c.index)
+    return None
+
+
+class _Signatures:
+    """Queues Ed25519 checks in chunks onto worker threads."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool = pool
+        self.batch: list[_Check] = []
+        self.pending: deque[Future[VerificationError | None]] = deque()
+        self.count = 0
+
+    def add(self, check: _Check) -> None:
+        self.batch.append(check)
+        self.count += 1
+        if len(self.batch) >= _CHUNK:
+            self.pending.append(self.pool.submit(_first_bad, self.batch))
+            self.batch = []
+            while len(self.pending) > 8 and self.pending[0].done():
+                self._raise_if_bad(self.pending.popleft())
+
+    def _raise_if_bad(self, future: Future[VerificationError | None]) -> None:
+        error = future.result()
+        if error is not None:
+            raise error
+
+    def drain(self, found: VerificationError | None = None) -> None:
+        """Waits for every queued check; raises the earliest failure, `found` included."""
+        if self.batch:
+            self.pending.append(self.pool.submit(_first_bad, self.batch))
+            self.batch = []
+        errors = [f.result() for f in self.pending]
+        self.pending.clear()
+        candidates = [e for e in [*errors, found] if e is not None]
+        if candidates:
+            raise min(candidates, key=lambda e: -1 if e.index is None else e.index)
+
+
+def _bad(index: int, message: str) -> VerificationError:
+    return VerificationError(f"entry {index}: {message}", index=index)
+
+
+class _LogWalk:
+    """One pass over every table, in tree order, comparing stored and recomputed state."""
+
+    def __init__(self, conn: Connection, store: Store, trust: TrustIndex) -> None:
+        self.store = store
+        self.trust = trust
+        self.tree = CompactRange()
+        self.subjects = _Peek(
+            conn.execution_options(yield_per=2000).execute(
+                select(subjects).order_by(subjects.c.entry_idx, subjects.c.position)
+            )
+        )
+        completed_at = (nodes.c.idx + 1).op("<<")(nodes.c.level)
+        self.nodes = _Peek(
+            conn.execution_options(yield_per=2000).execute(
+                select(nodes).where(nodes.c.level > 0).order_by(completed_at, nodes.c.level)
+            )
+        )
+        self.checkpoints = _Peek(
+            conn.execution_options(yield_per=500).execute(
+                select(checkpoints).order_by(checkpoints.c.size)
+            )
+        )
+        self.checkpoint_count = 0
+        self.last_checkpoint: str | None = None
+        self.last_checkpoint_size = 0
+
+    def entry(self, row: Any, sigs: _Signatures) -> None:
+        index = self.tree.size
+        if row.idx != index:
+            raise _bad(index, f"is missing (the next stored entry is {row.idx})")
+        leaf = leaf_hash(row.envelope)
+        if leaf != row.leaf_hash:
+            raise _bad(index, "its envelope bytes do not match its recorded leaf hash")
+        if row.node_hash != leaf:
+            raise _bad(index, "its leaf hash differs from the tree's (rewritten or moved)")
+        envelope, statement = _parse(index, row.envelope)
+        self._check_metadata(index, row, statement)
+        self._queue_signatures(index, row.keyid, envelope, sigs)
+        for node, h in self.tree.append(leaf)[1:]:
+            stored = self.nodes.next_or_none()
+            if stored is None or (stored.level, stored.idx) != (node.level, node.index):
+                raise _bad(node.start, f"tree node {node} is missing")
+            if stored.hash != h:
+                raise _bad(node.start, f"stored tree node {node} does not match the entries")
+        self._checkpoints_at(self.tree.size, sigs)
+
+    def _check_metadata(self, index: int, row: Any, statement: dict[str, Any]) -> None:
+        try:
+            derived = statement_metadata(statement)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise _bad(index, "its signed payload is not an in-toto statement") from None
+        stored_subjects = []
+        while (s := self.subjects.peek()) is not None and s.entry_idx <= index:
+            self.subjects.next_or_none()
+            if s.entry_idx < index:
+                raise _bad(s.entry_idx, "subject rows exist for an entry that does not")
+            stored_subjects.append(Subject(s.name, s.algorithm, s.digest))
+        stored = Metadata(row.predicate_type, tuple(stored_subjects), row.observed_at_us)
+        if stored != derived:
+            raise _bad(
+                index, "its recorded type, subjects or observed time differ from the statement"
+            )
+
+    def _queue_signatures(
+        self, index: int, keyid: str, envelope: Envelope, sigs: _Signatures
+    ) -> None:
+        message = pae(envelope.payload_type, envelope.payload)
+        known = []
+        for s in envelope.signatures:
+            key = self.trust.entry_key(s.keyid, index)
+            if key is not None:
+                known.append(s.keyid)
+                sigs.add(_Check(key, s.sig, message, index, f"entry {index}"))
+        if not known:
+            raise _bad(index, "is not signed by any key in the trust file")
+        if keyid != known[0]:
+            raise _bad(index, "its recorded keyid is not the key that signed it")
+
+    def _checkpoints_at(self, size: int, sigs: _Signatures) -> None:
+        row = self.checkpoints.peek()
+        if row is None or row.size != size:
+            return
+        self.checkpoints.next_or_none()
+        first = self.last_checkpoint_size
+        where = f"entries {first}..{size - 1} and the checkpoint at size {size}"
+        try:
+            text, lines = split_note(row.note)
+            head = Checkpoint.parse(text)
+        except InputError as exc:
+            raise VerificationError(f"{where}: malformed checkpoint: {exc}", index=first) from None
+        root = self.tree.root()
+        if (head.origin, head.size, head.root, row.root) != (self.store.origin, size, root, root):
+            raise VerificationError(f"{where} do not match", index=first)
+        valid = 0
+        for verifier in self.trust.verifiers:
+            for line in lines:
+                if (line.name, line.key_id) != (verifier.name, verifier.key_id):
+                    continue
+                if not self.trust.checkpoint_key_valid(verifier, size):
+                    raise VerificationError(
+                        f"{where}: signed by key {keyid_of(verifier.public_key)[:16]} "
+                        "outside its validity window",
+                        index=first,
+                    )
+                key = Ed25519PublicKey.from_public_bytes(verifier.public_key)
+                sigs.add(_Check(key, line.sig, text.encode(), first, where))
+                valid += 1
+        if not valid:
+            raise VerificationError(f"{where}: not signed by a trusted key", index=first)
+        self.checkpoint_count += 1
+        self.last_checkpoint = row.note
+        self.last_checkpoint_size = size
+
+    def finish(self) -> None:
+        size = self.tree.size
+        extra_cp = self.checkpoints.peek()
+        if extra_cp is not None:
+            raise VerificationError(
+                f"a checkpoint was signed at size {extra_cp.size} but only {size} entries "
+                f"remain: entries {size}..{extra_cp.size - 1} are missing",
+                index=size,
+            )
+        extra_node = self.nodes.peek()
+        if extra_node is not None:
+            raise VerificationError(
+                f"tree nodes exist beyond the last entry ({size}): entries were removed",
+                index=size,
+            )
+        extra_subject = self.subjects.peek()
+        if extra_subject is not None:
+            raise _bad(extra_subject.entry_idx, "subject rows exist for an entry that does not")
+        if self.last_checkpoint_size != size:
+            first = self.last_checkpoint_size
+            raise VerificationError(
+                f"entries {first}..{size - 1} are covered by no signed checkpoint", index=first
+            )
+
+
+class _Peek:
+    """A result stream with one row of look-ahead."""
+
+    def __init__(self, rows: Any) -> None:
+        self._rows: Iterator[Any] = iter(rows)
+        self._next: Any = None
+        self._filled = False
+
+    def peek(self) -> Any:
+        if not self._filled:
+            self._next = next(self._rows, None)
+            self._filled = True
+        return self._next
+
+    def next_or_none(self) -> Any:
+        row = self.peek()
+        self._filled = False
+        return row
+
+
+def _parse(index: int, data: bytes) -> tuple[Envelope, dict[str, Any]]:
+    try:
+        envelope = Envelope.from_dict(json.loads(data), what=f"entry {index} envelope")
+        statement = json.loads(envelope.payload)
+    except (ValueError, AnnexError) as exc:
+        raise _bad(index, f"cannot be parsed: {exc}") from None
+    if not isinstance(statement, dict):
+        raise _bad(index, "its signed payload is not a JSON object")
+    return envelope, statement
+
+
+def verify_log(
+    store: Store,
+    trust: TrustIndex,
+    *,
+    trusted_checkpoint: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int = 2,
+) -> LogReport:
+    """Verifies the whole store; returns a report or raises VerificationError."""
+    pinned = None if trusted_checkpoint is None else open_checkpoint(trusted_checkpoint, trust)
+    pinned_root = EMPTY_ROOT if pinned is not None and pinned.size == 0 else None
+    with store.engine.connect() as conn, ThreadPoolExecutor(workers) as pool:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            total = log_size(conn)
+            walk = _LogWalk(conn, store, trust)
+            sigs = _Signatures(pool)
+            n0 = nodes.alias("n0")
+            rows = conn.execution_options(yield_per=2000).execute(
+                select(
+                    entries.c.idx,
+                    entries.c.envelope,
+                    entries.c.leaf_hash,
+                    entries.c.keyid,
+                    entries.c.predicate_type,
+                    entries.c.observed_at_us,
+                    n0.c.hash.label("node_hash"),
+                )
+                .outerjoin(n0, and_(n0.c.level == 0, n0.c.idx == entries.c.idx))
+                .order_by(entries.c.idx)
+            )
+            try:
+                for row in rows:
+                    walk.entry(row, sigs)
+                    if pinned is not None and walk.tree.size == pinned.size:
+                        pinned_root = walk.tree.root()
+                    if progress is not None and walk.tree.size % 1000 == 0:
+                        progress(walk.tree.size, total)
+                walk.finish()
+            except VerificationError as exc:
+                sigs.drain(exc)
+                raise
+            sigs.drain()
+    if progress is not None:
+        progress(walk.tree.size, total)
+    if pinned is not None:
+        _check_pinned(pinned, pinned_root, walk.tree.size)
+    return LogReport(
+        size=walk.tree.size,
+        root=walk.tree.root(),
+        signatures=sigs.count,
+        checkpoints=walk.checkpoint_count,
+        latest_checkpoint=walk.last_checkpoint or "",
+        trusted_checkpoint_size=None if pinned is None else pinned.size,
+    )
+
+
+def _check_pinned(pinned: Checkpoint, root: bytes | None, size: int) -> None:
+    if pinned.size > size:
+        raise VerificationError(
+            f"the log has {size} entries, fewer than the trusted checkpoint's {pinned.size}: "
+            "it was truncated or rolled back",
+            index=size,
+        )
+    if root != pinned.root:
+        raise VerificationError(
+            f"the log's tree at size {pinned.size} differs from the trusted checkpoint: "
+            "history was rewritten",
+            index=0,
+        )

@@ -1,0 +1,121 @@
+"""in-toto Statement v1: the one envelope payload Annex logs.
+
+A statement says *what* (its subjects, named and digested) and *which kind of evidence*
+(`predicateType`, a URI) with the evidence itself in `predicate`. Annex predicates carry
+`observedAt` (RFC 3339), the moment the collector saw what it reports; the log keeps it apart
+from the moment it was logged.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+
+# Lengths of the hex digests in the in-toto digest set that Annex checks strictly.
+DIGEST_HEX_LENGTHS: dict[str, int] = {
+    "sha1": 40,
+    "sha224": 56,
+    "sha256": 64,
+    "sha384": 96,
+    "sha512": 128,
+    "sha512_224": 56,
+    "sha512_256": 64,
+    "sha3_224": 56,
+    "sha3_256": 64,
+    "sha3_384": 96,
+    "sha3_512": 128,
+    "blake2b": 128,
+    "blake2s": 64,
+    "blake3": 64,
+    "gitCommit": 40,
+    "gitTree": 40,
+    "gitBlob": 40,
+}
+
+_HEX = re.compile(r"[0-9a-f]+")
+_ALGORITHM = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+")
+
+
+def check_digest(algorithm: str, value: str) -> None:
+    """Raises ValueError unless `value` is a lowercase hex digest plausible for `algorithm`."""
+    if not _ALGORITHM.fullmatch(algorithm):
+        raise ValueError(f"digest algorithm {algorithm!r} is not a valid name")
+    if not _HEX.fullmatch(value):
+        raise ValueError(f"{algorithm} digest {value!r} is not lowercase hex")
+    expected = DIGEST_HEX_LENGTHS.get(algorithm)
+    if expected is not None and len(value) != expected:
+        raise ValueError(f"{algorithm} digest has {len(value)} hex characters, expected {expected}")
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parses an RFC 3339 timestamp that carries a UTC offset."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an RFC 3339 timestamp") from exc
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp {value!r} has no UTC offset")
+    return moment
+
+
+class ResourceDescriptor(BaseModel):
+    """A subject: something named and digested that the statement is about."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    name: str = Field(min_length=1)
+    digest: dict[str, str] = Field(min_length=1)
+
+    @field_validator("digest")
+    @classmethod
+    def _digests_are_hex(cls, digest: dict[str, str]) -> dict[str, str]:
+        for algorithm, value in digest.items():
+            check_digest(algorithm, value)
+        return digest
+
+
+class Statement(BaseModel):
+    """in-toto Statement v1, checked when built; unknown top-level fields are refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    type_: Literal["https://in-toto.io/Statement/v1"] = Field(alias="_type")
+    subject: tuple[ResourceDescriptor, ...] = Field(min_length=1)
+    predicate_type: str = Field(alias="predicateType")
+    predicate: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("predicate_type")
+    @classmethod
+    def _predicate_type_is_uri(cls, value: str) -> str:
+        if not _URI.fullmatch(value):
+            raise ValueError(f"predicateType {value!r} is not a URI")
+        return value
+
+    @field_validator("predicate")
+    @classmethod
+    def _observed_at_is_a_time(cls, predicate: dict[str, Any]) -> dict[str, Any]:
+        observed = predicate.get("observedAt")
+        if observed is not None:
+            if not isinstance(observed, str):
+                raise ValueError("predicate.observedAt must be an RFC 3339 string")
+            parse_timestamp(observed)
+        return predicate
+
+    @property
+    def observed_at(self) -> datetime | None:
+        observed = self.predicate.get("observedAt")
+        return None if observed is None else parse_timestamp(observed)
+
+
+PREDICATE_BASE = "https://annex.dev/predicates/"
+
+
+def predicate_type(kind: str, version: int = 1) -> str:
+    """The versioned predicate type URI of an Annex evidence kind."""
+    return f"{PREDICATE_BASE}{kind}/v{version}"
