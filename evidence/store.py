@@ -44,7 +44,7 @@ from evidence.entry import (
     statement_metadata,
     to_us,
 )
-from evidence.errors import ConfigError, InputError, StoreError, TrustError
+from evidence.errors import ConfigError, InputError, StoreError, TrustError, VerificationError
 from evidence.keys import Signer, TrustIndex
 from evidence.merkle import (
     CompactRange,
@@ -125,7 +125,10 @@ def prepare_envelope(envelope: Envelope, trust: TrustIndex, *, where: str) -> Pr
         raise InputError(f"{where}: payloadType must be {IN_TOTO_PAYLOAD_TYPE}")
     statement = parse_json(envelope.payload, what=f"{where} payload")
     metadata = check_statement(statement, where=f"{where} payload")
-    verify_envelope(envelope, trust.public_key)
+    try:
+        verify_envelope(envelope, trust.public_key)
+    except VerificationError as exc:
+        raise TrustError(f"{where}: {exc}") from None
     known = tuple(s.keyid for s in envelope.signatures if trust.public_key(s.keyid) is not None)
     data = envelope.canonical()
     return Prepared(data, leaf_hash(data), known, metadata)
@@ -202,7 +205,7 @@ class Store:
         engine = make_engine(url)
         try:
             with engine.connect() as conn:
-                rows = dict(conn.execute(select(meta.c.key, meta.c.value)).tuples().all())
+                rows = {r.key: r.value for r in conn.execute(select(meta.c.key, meta.c.value))}
         except (OperationalError, DBAPIError) as exc:
             raise ConfigError(f"no Annex log in {engine.url!r}: run `annex init` first") from exc
         if "origin" not in rows:

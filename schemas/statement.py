@@ -103,8 +103,11 @@ class Statement(BaseModel):
         observed = predicate.get("observedAt")
         if observed is not None:
             if not isinstance(observed, str):
-                raise ValueError("predicate.observedAt must be an RFC 3339 string")
-            parse_timestamp(observed)
+                raise ValueError("observedAt must be an RFC 3339 string")
+            try:
+                parse_timestamp(observed)
+            except ValueError as exc:
+                raise ValueError(f"observedAt: {exc}") from None
         return predicate
 
     @property
