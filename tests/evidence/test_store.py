@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from evidence import merkle
-from evidence.dsse import sign_envelope
 from evidence.canonical import canonical_bytes
+from evidence.dsse import sign_envelope
 from evidence.errors import ConfigError, InputError, TrustError, VerificationError
 from evidence.home import Home
 from evidence.keys import Signer, TrustIndex
