@@ -11,11 +11,15 @@ import hashlib
 import json
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evidence.dsse import Envelope
 from evidence.errors import ConfigError
 from evidence.home import Home
+from evidence.note import TlogProof
+from evidence.store import Store
 from evidence.verify import verify_entry, verify_log
 from schemas.statement import STATEMENT_TYPE, predicate_type
 
@@ -126,7 +130,7 @@ def run(path: Path, say: Callable[[str], None] | None) -> dict[str, Any]:
         result = store.append(batches[2])
         tell(f"sweep 3: appended entries {result.first_index}..{result.indices[-1]}")
         exported = _export(store, path / "exports", index=2)
-    tell(f"exported entry 2 with its proof to {exported}")
+    tell(f"exported entry 2 with its proof to {exported.envelope_path.parent}")
     trust = home.trust()
     report = verify_entry(exported.envelope, exported.proof, trust)
     tell(f"offline check of entry {report.index}: ok (tree size {report.tree_size})")
@@ -152,21 +156,24 @@ def run(path: Path, say: Callable[[str], None] | None) -> dict[str, Any]:
     }
 
 
-class _Exported:
-    def __init__(self, directory: Path, envelope: Any, proof: Any) -> None:
-        self.envelope, self.proof = envelope, proof
-        self.envelope_path = directory / "entry-2.dsse.json"
-        self.proof_path = directory / "entry-2.tlog-proof"
+@dataclass(frozen=True)
+class Exported:
+    """One entry as an auditor would receive it: its envelope and its tlog-proof, on disk."""
 
-    def __str__(self) -> str:
-        return str(self.envelope_path.parent)
+    envelope: Envelope
+    proof: TlogProof
+    envelope_path: Path
+    proof_path: Path
 
 
-def _export(store: Any, directory: Path, *, index: int) -> _Exported:
+def _export(store: Store, directory: Path, *, index: int) -> Exported:
     directory.mkdir(exist_ok=True)
-    entry = store.get(index)
-    proof = store.inclusion_proof(index)
-    out = _Exported(directory, entry.envelope, proof)
-    out.envelope_path.write_text(json.dumps(entry.envelope.to_dict(), indent=2) + "\n")
-    out.proof_path.write_text(proof.format())
+    out = Exported(
+        envelope=store.get(index).envelope,
+        proof=store.inclusion_proof(index),
+        envelope_path=directory / f"entry-{index}.dsse.json",
+        proof_path=directory / f"entry-{index}.tlog-proof",
+    )
+    out.envelope_path.write_text(json.dumps(out.envelope.to_dict(), indent=2) + "\n")
+    out.proof_path.write_text(out.proof.format())
     return out

@@ -22,19 +22,17 @@ many processes or on many hosts (PostgreSQL) therefore get consecutive indices a
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, and_, func, insert, select, tuple_
+from sqlalchemy import Connection, Engine, Table, and_, func, insert, select, tuple_
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from evidence.canonical import canonical_bytes, parse_json
-from evidence.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, sign_envelope, verify_envelope
+from evidence.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, Signature, pae, verify_envelope
 from evidence.engine import WRITE, make_engine, take_sequencer_lock
 from evidence.entry import (
     Entry,
@@ -56,11 +54,11 @@ from evidence.merkle import (
 )
 from evidence.merkle import range_nodes as _range_nodes
 from evidence.note import Checkpoint, TlogProof, check_key_name, sign_note
+from evidence.parallel import map_chunked
 from evidence.tables import checkpoints, create_schema, entries, meta, nodes, subjects
 from schemas.statement import Statement
 
 SCHEMA_VERSION = "1"
-_PARALLEL_FROM = 128  # batches at least this large are signed on every core
 
 
 @dataclass(frozen=True)
@@ -112,38 +110,47 @@ def check_statement(obj: Any, *, where: str) -> Metadata:
     return statement_metadata(obj)
 
 
-def prepare_statement(obj: Any, signer: Signer, *, where: str = "statement") -> Prepared:
-    metadata = check_statement(obj, where=where)
-    envelope = sign_envelope(canonical_bytes(obj, what=where), signer)
-    data = envelope.canonical()
-    return Prepared(data, leaf_hash(data), (signer.keyid,), metadata)
+def prepare_statements(
+    statements: Sequence[Any], signer: Signer, labels: Sequence[str]
+) -> list[Prepared]:
+    """Checks, canonicalises and signs statements (signatures on every core)."""
+    checked = [
+        (canonical_bytes(obj, what=where), check_statement(obj, where=where))
+        for obj, where in zip(statements, labels, strict=True)
+    ]
+    sigs = map_chunked(signer.sign, [pae(IN_TOTO_PAYLOAD_TYPE, p) for p, _ in checked])
+    out = []
+    for (payload, metadata), sig in zip(checked, sigs, strict=True):
+        data = Envelope(IN_TOTO_PAYLOAD_TYPE, payload, (Signature(signer.keyid, sig),)).canonical()
+        out.append(Prepared(data, leaf_hash(data), (signer.keyid,), metadata))
+    return out
 
 
-def prepare_envelope(envelope: Envelope, trust: TrustIndex, *, where: str) -> Prepared:
-    """Checks an envelope signed elsewhere: well-formed statement, signed by a trusted key."""
-    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
-        raise InputError(f"{where}: payloadType must be {IN_TOTO_PAYLOAD_TYPE}")
-    statement = parse_json(envelope.payload, what=f"{where} payload")
-    metadata = check_statement(statement, where=f"{where} payload")
-    try:
-        verify_envelope(envelope, trust.public_key)
-    except VerificationError as exc:
-        raise TrustError(f"{where}: {exc}") from None
-    known = tuple(s.keyid for s in envelope.signatures if trust.public_key(s.keyid) is not None)
-    data = envelope.canonical()
-    return Prepared(data, leaf_hash(data), known, metadata)
+def prepare_envelopes(
+    envelopes: Sequence[Envelope], trust: TrustIndex, labels: Sequence[str]
+) -> list[Prepared]:
+    """Checks envelopes signed elsewhere: well-formed statements, signed by trusted keys."""
+    metadata = []
+    for envelope, where in zip(envelopes, labels, strict=True):
+        if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE:
+            raise InputError(f"{where}: payloadType must be {IN_TOTO_PAYLOAD_TYPE}")
+        statement = parse_json(envelope.payload, what=f"{where} payload")
+        metadata.append(check_statement(statement, where=f"{where} payload"))
 
+    def check(item: tuple[Envelope, str]) -> tuple[str, ...]:
+        envelope, where = item
+        try:
+            verify_envelope(envelope, trust.public_key)
+        except VerificationError as exc:
+            raise TrustError(f"{where}: {exc}") from None
+        return tuple(s.keyid for s in envelope.signatures if trust.public_key(s.keyid))
 
-def _in_parallel(items: Sequence[Any], work: Callable[[int, Any], Prepared]) -> list[Prepared]:
-    """Runs `work` over a batch; Ed25519 in `cryptography` releases the GIL, so threads help."""
-    if len(items) < _PARALLEL_FROM:
-        return [work(i, item) for i, item in enumerate(items)]
-    workers = os.cpu_count() or 1
-    step = -(-len(items) // (workers * 4))
-    chunks = [range(i, min(i + step, len(items))) for i in range(0, len(items), step)]
-    with ThreadPoolExecutor(workers) as pool:
-        parts = pool.map(lambda r: [work(i, items[i]) for i in r], chunks)
-        return [p for part in parts for p in part]
+    keyids = map_chunked(check, list(zip(envelopes, labels, strict=True)))
+    out = []
+    for envelope, derived, known in zip(envelopes, metadata, keyids, strict=True):
+        data = envelope.canonical()
+        out.append(Prepared(data, leaf_hash(data), known, derived))
+    return out
 
 
 class Keys(Protocol):
@@ -238,12 +245,8 @@ class Store:
         `labels` name where each statement came from, for error messages (e.g. "file line 3").
         """
         signer, _ = self._writer()
-
-        def work(i: int, obj: Any) -> Prepared:
-            where = labels[i] if labels else f"statement {i + 1}"
-            return prepare_statement(obj, signer, where=where)
-
-        batch = _in_parallel(statements, work)
+        names = labels or [f"statement {i + 1}" for i in range(len(statements))]
+        batch = prepare_statements(statements, signer, names)
         return self._commit(lambda _size: batch)
 
     def append_envelopes(
@@ -251,12 +254,8 @@ class Store:
     ) -> AppendResult:
         """Appends envelopes signed elsewhere (by keys in the trust file)."""
         _, trust = self._writer()
-
-        def work(i: int, envelope: Envelope) -> Prepared:
-            where = labels[i] if labels else f"envelope {i + 1}"
-            return prepare_envelope(envelope, trust, where=where)
-
-        batch = _in_parallel(envelopes, work)
+        names = labels or [f"envelope {i + 1}" for i in range(len(envelopes))]
+        batch = prepare_envelopes(envelopes, trust, names)
         return self._commit(lambda _size: batch)
 
     def append_locked(self, build: Callable[[int], Sequence[Mapping[str, Any]]]) -> AppendResult:
@@ -269,10 +268,8 @@ class Store:
         def inside(size: int) -> list[Prepared]:
             statements = build(size)
             signer, _ = self._writer()
-            return [
-                prepare_statement(obj, signer, where=f"statement {i + 1}")
-                for i, obj in enumerate(statements)
-            ]
+            names = [f"statement {i + 1}" for i in range(len(statements))]
+            return prepare_statements(statements, signer, names)
 
         return self._commit(inside)
 
@@ -299,38 +296,31 @@ class Store:
         tree = self._right_edge(conn, size)
         now = datetime.now(UTC)
         now_us = to_us(now)
-        entry_rows: list[dict[str, Any]] = []
-        subject_rows: list[dict[str, Any]] = []
-        node_rows: list[dict[str, Any]] = []
+        entry_rows: list[tuple[Any, ...]] = []
+        subject_rows: list[tuple[Any, ...]] = []
+        node_rows: list[tuple[Any, ...]] = []
         for offset, p in enumerate(batch):
             index = size + offset
+            derived = p.metadata
             entry_rows.append(
-                {
-                    "idx": index,
-                    "leaf_hash": p.leaf,
-                    "envelope": p.envelope,
-                    "keyid": p.keyids[0],
-                    "predicate_type": p.metadata.predicate_type,
-                    "observed_at_us": p.metadata.observed_at_us,
-                    "logged_at_us": now_us,
-                }
+                (
+                    index,
+                    p.leaf,
+                    p.envelope,
+                    p.keyids[0],
+                    derived.predicate_type,
+                    derived.observed_at_us,
+                    now_us,
+                )
             )
             subject_rows.extend(
-                {
-                    "entry_idx": index,
-                    "position": pos,
-                    "name": s.name,
-                    "algorithm": s.algorithm,
-                    "digest": s.digest,
-                }
-                for pos, s in enumerate(p.metadata.subjects)
+                (index, pos, s.name, s.algorithm, s.digest)
+                for pos, s in enumerate(derived.subjects)
             )
-            node_rows.extend(
-                {"level": n.level, "idx": n.index, "hash": h} for n, h in tree.append(p.leaf)
-            )
-        conn.execute(insert(entries), entry_rows)
-        conn.execute(insert(subjects), subject_rows)
-        conn.execute(insert(nodes), node_rows)
+            node_rows.extend((n.level, n.index, h) for n, h in tree.append(p.leaf))
+        _insert_many(conn, entries, _ENTRY_COLUMNS, entry_rows)
+        _insert_many(conn, subjects, _SUBJECT_COLUMNS, subject_rows)
+        _insert_many(conn, nodes, _NODE_COLUMNS, node_rows)
         root = tree.root()
         note = sign_note(Checkpoint(self.origin, tree.size, root).body(), signer)
         conn.execute(
@@ -520,6 +510,31 @@ class Store:
         if missing:
             raise StoreError(f"tree node {missing[0]} is missing: the database is damaged")
         return found
+
+
+_ENTRY_COLUMNS = (
+    "idx",
+    "leaf_hash",
+    "envelope",
+    "keyid",
+    "predicate_type",
+    "observed_at_us",
+    "logged_at_us",
+)
+_SUBJECT_COLUMNS = ("entry_idx", "position", "name", "algorithm", "digest")
+_NODE_COLUMNS = ("level", "idx", "hash")
+
+
+def _insert_many(
+    conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> None:
+    """Bulk insert straight through the driver: on large batches SQLAlchemy's per-row parameter
+    processing cost more than the database itself."""
+    assert set(columns) <= set(table.columns.keys())
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    marks = ", ".join(mark for _ in columns)
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
+    conn.exec_driver_sql(sql, rows)
 
 
 def log_size(conn: Connection) -> int:
