@@ -10,11 +10,13 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 from evidence.errors import AnnexError, VerificationError
 
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+# No markup or emoji codes: what we print quotes evidence, and evidence is data, not markup.
+stdout = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def print_json(data: Any) -> None:
@@ -30,7 +32,7 @@ def report_error(error: AnnexError, json_mode: bool) -> None:
         print_json(body)
         return
     label = "verification failed" if isinstance(error, VerificationError) else "error"
-    stderr.print(f"[bold red]{label}:[/] {error}", markup=True, highlight=False)
+    stderr.print(Text.assemble((f"{label}:", "bold red"), " ", str(error)))
 
 
 @contextmanager

@@ -5,6 +5,8 @@ tools read, so a checkpoint Annex signs can be checked by software Annex never w
 - signed-note: text, a blank line, then `— <key name> base64(key ID || signature)` lines;
   key ID = SHA-256(name || 0x0A || 0x01 || public key)[:4];
 - tlog-checkpoint: origin, tree size and base64 root hash as the note text;
+- tlog-cosignature/v1: the log also cosigns each checkpoint with a timestamp (type 0x04), so
+  the time a checkpoint was issued is signed too; other verifiers ignore it as an unknown key;
 - tlog-proof (`c2sp.org/tlog-proof@v1`): index, inclusion hashes and the signed checkpoint.
 """
 
@@ -25,6 +27,7 @@ from evidence.errors import InputError, VerificationError
 from evidence.merkle import HASH_SIZE
 
 ED25519 = 0x01
+COSIGNATURE_ED25519 = 0x04
 MAX_SIGNATURES = 100
 TLOG_PROOF_HEADER = "c2sp.org/tlog-proof@v1"
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
@@ -45,8 +48,8 @@ def check_key_name(name: str) -> None:
         raise InputError(f"key name {name!r} must be non-empty, without spaces or '+'")
 
 
-def note_key_id(name: str, public_key: bytes) -> bytes:
-    return hashlib.sha256(name.encode() + b"\n" + bytes([ED25519]) + public_key).digest()[:4]
+def note_key_id(name: str, public_key: bytes, kind: int = ED25519) -> bytes:
+    return hashlib.sha256(name.encode() + b"\n" + bytes([kind]) + public_key).digest()[:4]
 
 
 def _b64(text: str, what: str) -> bytes:
@@ -179,6 +182,37 @@ class Checkpoint:
         if len(root) != HASH_SIZE:
             raise InputError("checkpoint root hash is not 32 bytes")
         return cls(origin, int(size), root)
+
+
+def cosignature_message(text: str, timestamp: int) -> bytes:
+    """What a tlog-cosignature/v1 signs: header, time line, then the checkpoint text."""
+    return f"cosignature/v1\ntime {timestamp}\n".encode() + text.encode()
+
+
+def sign_checkpoint(checkpoint: Checkpoint, signer: NoteSigner, timestamp: int) -> str:
+    """The log's signature on a checkpoint, plus its own timestamped cosignature."""
+    text = checkpoint.body()
+    key_id = note_key_id(signer.name, signer.public_bytes, COSIGNATURE_ED25519)
+    sig = signer.sign(cosignature_message(text, timestamp))
+    line = base64.b64encode(key_id + timestamp.to_bytes(8, "big") + sig).decode()
+    return sign_note(text, signer) + f"— {signer.name} {line}\n"
+
+
+@dataclass(frozen=True)
+class Cosignature:
+    timestamp: int
+    sig: bytes
+
+
+def find_cosignature(
+    signatures: Sequence[NoteSignature], verifier: NoteVerifier
+) -> Cosignature | None:
+    """The timestamped cosignature made with a verifier's key, if the note carries one."""
+    key_id = note_key_id(verifier.name, verifier.public_key, COSIGNATURE_ED25519)
+    for s in signatures:
+        if (s.name, s.key_id) == (verifier.name, key_id) and len(s.sig) == 72:
+            return Cosignature(int.from_bytes(s.sig[:8], "big"), s.sig[8:])
+    return None
 
 
 @dataclass(frozen=True)

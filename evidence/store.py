@@ -53,7 +53,7 @@ from evidence.merkle import (
     leaf_hash,
 )
 from evidence.merkle import range_nodes as _range_nodes
-from evidence.note import Checkpoint, TlogProof, check_key_name, sign_note
+from evidence.note import Checkpoint, TlogProof, check_key_name, sign_checkpoint
 from evidence.parallel import map_chunked
 from evidence.tables import checkpoints, create_schema, entries, meta, nodes, subjects
 from schemas.statement import Statement
@@ -322,7 +322,8 @@ class Store:
         _insert_many(conn, subjects, _SUBJECT_COLUMNS, subject_rows)
         _insert_many(conn, nodes, _NODE_COLUMNS, node_rows)
         root = tree.root()
-        note = sign_note(Checkpoint(self.origin, tree.size, root).body(), signer)
+        head = Checkpoint(self.origin, tree.size, root)
+        note = sign_checkpoint(head, signer, now_us // 1_000_000)
         conn.execute(
             insert(checkpoints),
             {"size": tree.size, "root": root, "note": note, "issued_at_us": now_us},

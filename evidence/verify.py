@@ -15,18 +15,28 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, and_, func, select
 
 from evidence.dsse import Envelope, pae, verify_envelope
-from evidence.entry import Metadata, Subject, statement_metadata
+from evidence.entry import Metadata, Subject, rfc3339, statement_metadata
 from evidence.errors import AnnexError, InputError, VerificationError
 from evidence.keys import TrustIndex, keyid_of
 from evidence.merkle import EMPTY_ROOT, CompactRange, leaf_hash, verify_inclusion
-from evidence.note import Checkpoint, TlogProof, open_note, split_note
+from evidence.note import (
+    Checkpoint,
+    NoteSignature,
+    NoteVerifier,
+    TlogProof,
+    cosignature_message,
+    find_cosignature,
+    open_note,
+    split_note,
+)
 from evidence.store import Store, check_statement, log_size
 from evidence.tables import checkpoints, entries, nodes, subjects
 
@@ -58,6 +68,7 @@ class LogReport:
 class EntryReport:
     index: int
     tree_size: int
+    logged_by: datetime
     keyid: str
     statement: dict[str, Any]
 
@@ -66,17 +77,25 @@ class EntryReport:
             "ok": True,
             "index": self.index,
             "tree_size": self.tree_size,
+            "logged_by": rfc3339(self.logged_by),
             "keyid": self.keyid,
             "predicate_type": self.statement["predicateType"],
             "subjects": self.statement["subject"],
         }
 
 
-def open_checkpoint(note: str, trust: TrustIndex) -> Checkpoint:
-    """Verifies a signed checkpoint against the trust file and returns its tree head."""
+@dataclass(frozen=True)
+class VerifiedCheckpoint:
+    checkpoint: Checkpoint
+    issued_at: datetime
+
+
+def open_checkpoint(note: str, trust: TrustIndex) -> VerifiedCheckpoint:
+    """Verifies a signed checkpoint and its timestamped cosignature against the trust file."""
     try:
         text, signed_by = open_note(note, trust.verifiers)
         checkpoint = Checkpoint.parse(text)
+        _, lines = split_note(note)
     except InputError as exc:
         raise VerificationError(f"checkpoint is malformed: {exc}") from None
     if checkpoint.origin != trust.trust.origin:
@@ -84,16 +103,27 @@ def open_checkpoint(note: str, trust: TrustIndex) -> Checkpoint:
             f"checkpoint is for log {checkpoint.origin!r}, "
             f"the trust file for {trust.trust.origin!r}"
         )
-    if not any(trust.checkpoint_key_valid(v, checkpoint.size) for v in signed_by):
+    valid = [v for v in signed_by if trust.checkpoint_key_valid(v, checkpoint.size)]
+    if not valid:
         raise VerificationError(
             f"checkpoint of size {checkpoint.size} is signed only by keys not valid at that size"
         )
-    return checkpoint
+    cosig = find_cosignature(lines, valid[0])
+    if cosig is None:
+        raise VerificationError("checkpoint carries no timestamped cosignature by the log")
+    try:
+        Ed25519PublicKey.from_public_bytes(valid[0].public_key).verify(
+            cosig.sig, cosignature_message(text, cosig.timestamp)
+        )
+    except InvalidSignature:
+        raise VerificationError("the checkpoint's timestamp signature does not verify") from None
+    return VerifiedCheckpoint(checkpoint, datetime.fromtimestamp(cosig.timestamp, UTC))
 
 
 def verify_entry(envelope: Envelope, proof: TlogProof, trust: TrustIndex) -> EntryReport:
     """What an auditor runs offline: envelope + tlog-proof + trust file, no database."""
-    checkpoint = open_checkpoint(proof.checkpoint, trust)
+    head = open_checkpoint(proof.checkpoint, trust)
+    checkpoint = head.checkpoint
     keyid = verify_envelope(envelope, lambda k: trust.entry_key(k, proof.index))
     verify_inclusion(
         leaf_hash(envelope.canonical()), proof.index, checkpoint.size, proof.hashes, checkpoint.root
@@ -103,7 +133,7 @@ def verify_entry(envelope: Envelope, proof: TlogProof, trust: TrustIndex) -> Ent
         check_statement(statement, where="envelope payload")
     except (ValueError, InputError) as exc:
         raise VerificationError(f"the signed payload is not a valid statement: {exc}") from None
-    return EntryReport(proof.index, checkpoint.size, keyid, statement)
+    return EntryReport(proof.index, checkpoint.size, head.issued_at, keyid, statement)
 
 
 # -- the whole log ------------------------------------------------------------------------------
@@ -190,6 +220,7 @@ class _LogWalk:
             )
         )
         self.checkpoint_count = 0
+        self.batch_times: list[tuple[int, int]] = []
         self.last_checkpoint: str | None = None
         self.last_checkpoint_size = 0
 
@@ -204,6 +235,7 @@ class _LogWalk:
             raise _bad(index, "its leaf hash differs from the tree's (rewritten or moved)")
         envelope, statement = _parse(index, row.envelope)
         self._check_metadata(index, row, statement)
+        self.batch_times.append((index, row.logged_at_us))
         self._queue_signatures(index, row.keyid, envelope, sigs)
         for node, h in self.tree.append(leaf)[1:]:
             stored = self.nodes.next_or_none()
@@ -260,7 +292,7 @@ class _LogWalk:
         root = self.tree.root()
         if (head.origin, head.size, head.root, row.root) != (self.store.origin, size, root, root):
             raise VerificationError(f"{where} do not match", index=first)
-        valid = 0
+        signers = []
         for verifier in self.trust.verifiers:
             for line in lines:
                 if (line.name, line.key_id) != (verifier.name, verifier.key_id):
@@ -273,12 +305,40 @@ class _LogWalk:
                     )
                 key = Ed25519PublicKey.from_public_bytes(verifier.public_key)
                 sigs.add(_Check(key, line.sig, text.encode(), first, where))
-                valid += 1
-        if not valid:
+                signers.append((verifier, key))
+        if not signers:
             raise VerificationError(f"{where}: not signed by a trusted key", index=first)
+        self._check_time(row, text, lines, signers[0], sigs, where)
+
         self.checkpoint_count += 1
         self.last_checkpoint = row.note
         self.last_checkpoint_size = size
+
+    def _check_time(
+        self,
+        row: Any,
+        text: str,
+        lines: list[NoteSignature],
+        signer: tuple[NoteVerifier, Ed25519PublicKey],
+        sigs: _Signatures,
+        where: str,
+    ) -> None:
+        """The signed issue time binds `logged_at` of the batch, and the batch's bounds."""
+        first = self.last_checkpoint_size
+        cosig = find_cosignature(lines, signer[0])
+        if cosig is None:
+            raise VerificationError(f"{where}: no timestamped cosignature", index=first)
+        if cosig.timestamp != row.issued_at_us // 1_000_000:
+            raise VerificationError(f"{where}: issue time differs from the signed one", index=first)
+        message = cosignature_message(text, cosig.timestamp)
+        sigs.add(_Check(signer[1], cosig.sig, message, first, f"{where} (timestamp)"))
+        for index, logged_at_us in self.batch_times:
+            if logged_at_us != row.issued_at_us:
+                raise _bad(
+                    index,
+                    f"its log time differs from the signed time of checkpoint {row.size}",
+                )
+        self.batch_times.clear()
 
     def finish(self) -> None:
         size = self.tree.size
@@ -345,7 +405,11 @@ def verify_log(
     workers: int = 2,
 ) -> LogReport:
     """Verifies the whole store; returns a report or raises VerificationError."""
-    pinned = None if trusted_checkpoint is None else open_checkpoint(trusted_checkpoint, trust)
+    pinned = (
+        None
+        if trusted_checkpoint is None
+        else open_checkpoint(trusted_checkpoint, trust).checkpoint
+    )
     pinned_root = EMPTY_ROOT if pinned is not None and pinned.size == 0 else None
     with store.engine.connect() as conn, ThreadPoolExecutor(workers) as pool:
         if conn.dialect.name == "postgresql":
@@ -363,6 +427,7 @@ def verify_log(
                     entries.c.keyid,
                     entries.c.predicate_type,
                     entries.c.observed_at_us,
+                    entries.c.logged_at_us,
                     n0.c.hash.label("node_hash"),
                 )
                 .outerjoin(n0, and_(n0.c.level == 0, n0.c.idx == entries.c.idx))
@@ -376,6 +441,7 @@ def verify_log(
                     if progress is not None and walk.tree.size % 1000 == 0:
                         progress(walk.tree.size, total)
                 walk.finish()
+                _no_leaves_beyond(conn, walk.tree.size)
             except VerificationError as exc:
                 sigs.drain(exc)
                 raise
@@ -392,6 +458,17 @@ def verify_log(
         latest_checkpoint=walk.last_checkpoint or "",
         trusted_checkpoint_size=None if pinned is None else pinned.size,
     )
+
+
+def _no_leaves_beyond(conn: Connection, size: int) -> None:
+    stray = conn.execute(
+        select(func.min(nodes.c.idx)).where(nodes.c.level == 0, nodes.c.idx >= size)
+    ).scalar()
+    if stray is not None:
+        raise VerificationError(
+            f"a leaf hash is stored at position {stray}, beyond the last entry ({size - 1})",
+            index=size,
+        )
 
 
 def _check_pinned(pinned: Checkpoint, root: bytes | None, size: int) -> None:

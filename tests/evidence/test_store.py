@@ -92,7 +92,7 @@ def test_a_failure_inside_the_transaction_leaves_nothing(
     def broken(*_: object) -> str:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(module, "sign_note", broken)
+    monkeypatch.setattr(module, "sign_checkpoint", broken)
     with pytest.raises(RuntimeError):
         store.append([statement(i) for i in range(5)])
     monkeypatch.undo()
@@ -133,6 +133,10 @@ def test_every_inclusion_proof_verifies_at_every_checkpoint(store: Store, home: 
             proof = store.inclusion_proof(index, tree_size)
             report = verify_entry(store.get(index).envelope, proof, trust)
             assert (report.index, report.tree_size) == (index, tree_size)
+            # The checkpoint's signed time bounds when the entry was logged.
+            assert (
+                report.logged_by.timestamp() == store.get(tree_size - 1).logged_at.timestamp() // 1
+            )
     with pytest.raises(InputError, match="nearest: 13, 15"):
         store.inclusion_proof(0, 14)
     with pytest.raises(InputError, match="not in the tree"):
@@ -143,7 +147,7 @@ def test_consistency_proofs_between_checkpoints(store: Store, home: Home) -> Non
     for size in (2, 5, 1, 8):
         store.append([statement(i) for i in range(size)])
     sizes = [1, 3, 8, 9, 17]
-    heads = {s: open_checkpoint(store.checkpoint(s).note, home.trust()) for s in sizes}
+    heads = {s: open_checkpoint(store.checkpoint(s).note, home.trust()).checkpoint for s in sizes}
     for old in sizes:
         for new in sizes:
             if old <= new:
