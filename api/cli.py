@@ -134,18 +134,24 @@ def _load_items(text: str, source: str) -> list[tuple[str, Any]]:
     if not stripped:
         raise InputError(f"{source} is empty")
     try:
-        whole = json.loads(stripped)
+        json.loads(stripped)
+        one_document = True
     except json.JSONDecodeError:
-        whole = None
-    if isinstance(whole, list):
-        return [(f"{source} item {i + 1}", item) for i, item in enumerate(whole)]
-    if whole is not None:
-        return [(source, parse_json(stripped, what=source))]
-    items = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            where = f"{source} line {number}"
-            items.append((where, parse_json(line, what=where)))
+        one_document = False
+    if one_document:
+        whole = parse_json(stripped, what=source)  # again, now refusing duplicate keys
+        if isinstance(whole, list):
+            items = [(f"{source} item {i + 1}", item) for i, item in enumerate(whole)]
+        else:
+            items = [(source, whole)]
+    else:
+        items = [
+            (f"{source} line {n}", parse_json(line, what=f"{source} line {n}"))
+            for n, line in enumerate(text.splitlines(), start=1)
+            if line.strip()
+        ]
+    if not items:
+        raise InputError(f"{source} holds no statements")
     return items
 
 
@@ -185,9 +191,9 @@ def append(
             }
         )
         return
-    last = result.indices[-1]
+    count, last = len(result.indices), result.indices[-1]
     stdout.print(
-        f"appended {len(result.indices)} entries ({result.first_index}..{last}); "
+        f"appended {count} {'entry' if count == 1 else 'entries'} ({result.first_index}..{last}); "
         f"checkpoint signed at size {result.checkpoint.size}"
     )
 
@@ -253,6 +259,8 @@ def log_proof(
                 "tlog_proof": proof.format(),
             }
         )
+        if output is not None:
+            _write_output(proof.format(), output)
         return
     _write_output(proof.format(), output)
 
@@ -292,18 +300,21 @@ def log_export(
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Export entries as JSON Lines: index, DSSE envelope and leaf hash."""
+    """Export entries as JSON Lines: index, DSSE envelope and leaf hash.
+
+    With --json, one document {"entries": [...]} instead of one line an entry.
+    """
     with _home(home).open_store() as store:
         stop = None if end is None else end + 1
-        lines = (
-            json.dumps(
-                {"index": i, "envelope": json.loads(env), "leaf_hash": _b64(leaf)},
-                separators=(",", ":"),
-            )
-            + "\n"
+        records = (
+            {"index": i, "envelope": json.loads(env), "leaf_hash": _b64(leaf)}
             for i, env, leaf in store.export(start, stop)
         )
-        _write_output("".join(lines), output)
+        if json_out:
+            text = json.dumps({"entries": list(records)}, indent=2) + "\n"
+        else:
+            text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+        _write_output(text, output)
 
 
 # -- verification ---------------------------------------------------------------------------------

@@ -108,7 +108,7 @@ def _prepare(path: Path) -> None:
         if not (path / MARKER).exists():
             raise ConfigError(f"{path} exists and is not an earlier demo: pass --home NEWDIR")
         shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     (path / MARKER).write_text("made by `annex demo`; safe to delete\n")
 
 

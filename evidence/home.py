@@ -120,6 +120,7 @@ class Home:
         created = not self.path.exists()
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.path.chmod(0o700)  # also when the directory existed: it will hold keys
             self.keys_dir.mkdir(mode=0o700, exist_ok=True)
             store = Store.create(self.db_url, origin, keys=self)
             signer = Signer.generate(origin)
