@@ -1,12 +1,11 @@
 """RFC 8785 JSON Canonicalization Scheme: the only bytes Annex hashes or signs.
 
-The `rfc8785` library defines the canonical bytes. It is written in pure Python and costs
-about 20 µs for a small statement, more than an Ed25519 signature, so values made only of
-strings, safe integers, booleans, null, lists and objects with plain keys take a fast path
-through the C JSON encoder, whose output is identical for exactly that subset (sorted keys,
-no whitespace, the same escapes). Anything else (floats, integers beyond 2**53, keys outside
-the Basic Multilingual Plane, where UTF-16 and code point order differ) goes to the library.
-A property test holds the two paths equal.
+The `rfc8785` library defines the canonical bytes. It is pure Python and costs more than an
+Ed25519 signature for a small statement, so values that the C JSON encoder already writes
+canonically take a fast path: the encoder's output (sorted keys, no whitespace, the same string
+escapes) is kept when reading it back gives the same value, with no float, no integer beyond
+2**53 and no character outside the Basic Multilingual Plane (where UTF-16 and code point key
+order differ). Anything else goes to the library. A property test holds the two paths equal.
 """
 
 from __future__ import annotations
@@ -21,40 +20,48 @@ from evidence.errors import InputError
 _SAFE_INT = 2**53 - 1
 
 
-def _fast_path_applies(value: Any) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is str or item is None or kind is bool:
-            continue
-        if kind is int:
-            if -_SAFE_INT <= item <= _SAFE_INT:
-                continue
-            return False
-        if kind is dict:
-            for key in item:
-                if type(key) is not str or not (key.isascii() or max(key) <= "\uffff"):
-                    return False
-            stack.extend(item.values())
-        elif kind is list or kind is tuple:
-            stack.extend(item)
-        else:
-            return False
-    return True
+class _NotPlain(Exception):
+    pass
+
+
+def _no_float(text: str) -> Any:
+    raise _NotPlain
+
+
+def _safe_int(text: str) -> int:
+    value = int(text)
+    if not -_SAFE_INT <= value <= _SAFE_INT:
+        raise _NotPlain
+    return value
+
+
+_CHECKER = json.JSONDecoder(parse_float=_no_float, parse_int=_safe_int)
+
+
+def _fast(value: Any) -> bytes | None:
+    """The canonical bytes when the C encoder's output is already canonical, else None."""
+    try:
+        text = json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+        if not (text.isascii() or max(text) <= "\uffff"):
+            return None
+        data = text.encode("utf-8")  # fails on lone surrogates
+        if _CHECKER.decode(text) != value:
+            return None  # the encoder changed something: tuples, non-string keys
+        return data
+    except (_NotPlain, TypeError, ValueError, RecursionError):
+        return None
 
 
 def canonical_bytes(value: Any, *, what: str = "value") -> bytes:
     """The RFC 8785 encoding of a JSON value."""
-    if _fast_path_applies(value):
-        try:
-            text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-            return text.encode("utf-8")
-        except UnicodeEncodeError:
-            pass  # a lone surrogate: let the library say what is wrong
+    fast = _fast(value)
+    if fast is not None:
+        return fast
     try:
         return rfc8785.dumps(value)
-    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+    except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
         raise InputError(f"{what} cannot be canonicalised (RFC 8785): {exc}") from exc
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ from evidence.canonical import canonical_bytes, parse_json
 from evidence.errors import InputError, VerificationError
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+_PLAIN = re.compile(r"[ !#-\[\]-~]*")
 
 
 class Signer(Protocol):
@@ -72,8 +74,25 @@ class Envelope:
         }
 
     def canonical(self) -> bytes:
-        """The stored bytes of the envelope and the leaf input of the log."""
-        return canonical_bytes(self.to_dict(), what="envelope")
+        """The stored bytes of the envelope and the leaf input of the log.
+
+        With a plain payload type and keyids (printable ASCII, no quote or backslash) the
+        RFC 8785 form is written directly: keys in order, base64 needs no escaping.
+        """
+        if not (
+            _PLAIN.fullmatch(self.payload_type)
+            and all(_PLAIN.fullmatch(s.keyid) for s in self.signatures)
+        ):
+            return canonical_bytes(self.to_dict(), what="envelope")
+        sigs = ",".join(
+            f'{{"keyid":"{s.keyid}","sig":"{base64.b64encode(s.sig).decode()}"}}'
+            for s in self.signatures
+        )
+        payload = base64.b64encode(self.payload).decode()
+        text = (
+            f'{{"payload":"{payload}","payloadType":"{self.payload_type}","signatures":[{sigs}]}}'
+        )
+        return text.encode()
 
     @classmethod
     def from_dict(cls, obj: Any, *, what: str = "envelope") -> Envelope:

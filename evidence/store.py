@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, Table, and_, func, insert, select, tuple_
+from sqlalchemy import Connection, Engine, Table, and_, func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from evidence.canonical import canonical_bytes, parse_json
@@ -440,18 +440,21 @@ class Store:
 
     def checkpoint(self, size: int | None = None) -> SignedCheckpoint:
         """The latest signed checkpoint, or the one issued at exactly `size` entries."""
+        with self.engine.connect() as conn:
+            return self._checkpoint(conn, size)
+
+    def _checkpoint(self, conn: Connection, size: int | None) -> SignedCheckpoint:
         query = select(checkpoints)
         if size is None:
             query = query.order_by(checkpoints.c.size.desc()).limit(1)
         else:
             query = query.where(checkpoints.c.size == size)
-        with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-            if row is None and size is not None:
-                sizes = self._nearby_checkpoints(conn, size)
-                raise InputError(
-                    f"no checkpoint was issued at tree size {size}; nearest: {sizes or 'none'}"
-                )
+        row = conn.execute(query).first()
+        if row is None and size is not None:
+            sizes = self._nearby_checkpoints(conn, size)
+            raise InputError(
+                f"no checkpoint was issued at tree size {size}; nearest: {sizes or 'none'}"
+            )
         if row is None:
             raise InputError("the log is empty: no checkpoint has been issued yet")
         return SignedCheckpoint(row.size, row.root, row.note, from_us(row.issued_at_us))
@@ -468,10 +471,10 @@ class Store:
 
     def inclusion_proof(self, index: int, tree_size: int | None = None) -> TlogProof:
         """A C2SP tlog-proof of entry `index` in the tree of a signed checkpoint."""
-        cp = self.checkpoint(tree_size)
-        if not 0 <= index < cp.size:
-            raise InputError(f"entry {index} is not in the tree of size {cp.size}")
         with self.engine.connect() as conn:
+            cp = self._checkpoint(conn, tree_size)
+            if not 0 <= index < cp.size:
+                raise InputError(f"entry {index} is not in the tree of size {cp.size}")
             hashes = self._range_hashes(conn, inclusion_ranges(index, cp.size))
         return TlogProof(index, tuple(hashes), cp.note)
 
@@ -501,10 +504,13 @@ class Store:
         if not wanted:
             return {}
         keys = sorted(set(wanted))
-        rows = conn.execute(
-            select(nodes.c.level, nodes.c.idx, nodes.c.hash).where(
-                tuple_(nodes.c.level, nodes.c.idx).in_([(n.level, n.index) for n in keys])
-            )
+        # One primary-key search a node. Written for the driver: SQLite scans the table for a
+        # row-value IN list, and building the same OR in SQLAlchemy costs more than the query.
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        where = " OR ".join([f"(level = {mark} AND idx = {mark})"] * len(keys))
+        params = tuple(v for n in keys for v in (n.level, n.index))
+        rows = conn.exec_driver_sql(
+            f"SELECT level, idx, hash FROM {nodes.name} WHERE {where}", params
         ).all()
         found = {Node(r.level, r.idx): r.hash for r in rows}
         missing = [n for n in keys if n not in found]

@@ -28,7 +28,10 @@ class EntryRow(SQLModel, table=True):
 
 class SubjectRow(SQLModel, table=True):
     __tablename__ = "subjects"
-    __table_args__ = (Index("ix_subjects_digest", "digest", "algorithm"),)
+    __table_args__ = (
+        Index("ix_subjects_digest", "digest", "algorithm"),
+        {"sqlite_with_rowid": False},
+    )
 
     entry_idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     position: int = Field(primary_key=True)
@@ -41,6 +44,7 @@ class NodeRow(SQLModel, table=True):
     """Hash of a complete subtree: leaves [idx * 2**level, (idx + 1) * 2**level)."""
 
     __tablename__ = "tree_nodes"
+    __table_args__ = {"sqlite_with_rowid": False}  # the key is the only way in
 
     level: int = Field(primary_key=True)
     idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))

@@ -23,12 +23,17 @@ _scalars = (
 )
 _json = st.recursive(
     _scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(_keys, inner, max_size=4)
+        | st.dictionaries(st.integers(0, 3) | st.booleans(), inner, max_size=2)
+    ),
     max_leaves=20,
 )
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=2000, deadline=None)
 @given(_json)
 def test_fast_path_equals_the_library(value: Any) -> None:
     try:

@@ -7,12 +7,15 @@ import copy
 import json
 
 import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from securesystemslib.dsse import Envelope as SslEnvelope
 from securesystemslib.exceptions import VerificationError as SslVerificationError
 from securesystemslib.signer import SSlibKey
 
 from evidence.canonical import canonical_bytes
-from evidence.dsse import Envelope, pae, sign_envelope, verify_envelope
+from evidence.dsse import Envelope, Signature, pae, sign_envelope, verify_envelope
 from evidence.errors import InputError, VerificationError
 from evidence.keys import Signer
 from tests.conftest import statement
@@ -73,6 +76,25 @@ def test_canonical_form_is_stable_and_sorted() -> None:
     data = envelope.canonical()
     assert data.startswith(b'{"payload":"e30=","payloadType":"application/vnd.in-toto+json"')
     assert Envelope.from_json(data).canonical() == data
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payload=st.binary(max_size=64),
+    payload_type=st.text(max_size=12) | st.just("application/vnd.in-toto+json"),
+    keyids=st.lists(
+        st.text(max_size=8) | st.from_regex(r"[0-9a-f]{64}", fullmatch=True), min_size=1, max_size=3
+    ),
+)
+def test_canonical_envelope_equals_rfc8785(
+    payload: bytes, payload_type: str, keyids: list[str]
+) -> None:
+    envelope = Envelope(payload_type, payload, tuple(Signature(k, b"s" * 64) for k in keyids))
+    try:
+        expected = rfc8785.dumps(envelope.to_dict())
+    except rfc8785.CanonicalizationError:
+        return  # e.g. a lone surrogate in a keyid: not representable
+    assert envelope.canonical() == expected
 
 
 def test_unknown_keys_are_not_enough() -> None:
