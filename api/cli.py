@@ -24,7 +24,14 @@ from evidence.canonical import parse_json
 from evidence.dsse import Envelope
 from evidence.errors import AnnexError, InputError
 from evidence.home import Home, active_log_key
-from evidence.keys import TrustIndex, load_trust, note_verifier, public_pem
+from evidence.keys import (
+    TrustIndex,
+    entry_window,
+    find_key,
+    load_trust,
+    note_verifier,
+    public_pem,
+)
 from evidence.note import TlogProof
 from evidence.verify import verify_entry, verify_log
 from schemas.trust import TrustedKey
@@ -396,11 +403,6 @@ def _key_json(key: TrustedKey) -> dict[str, Any]:
     return data
 
 
-def _window(key: TrustedKey) -> str:
-    end = "" if key.valid_until_size is None else str(key.valid_until_size - 1)
-    return f"{key.valid_from_size}..{end}"
-
-
 @command(keys_app, "list")
 def keys_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """List the keys of the trust file and the entries each may sign."""
@@ -410,7 +412,7 @@ def keys_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
         return
     for k in trust.keys:
         stdout.print(
-            f"{k.keyid[:16]}  {k.role:9} {k.status:8} entries {_window(k):12} "
+            f"{k.keyid[:16]}  {k.role:9} {k.status:8} entries {entry_window(k):12} "
             f"since {k.valid_from:%Y-%m-%d %H:%M}  {k.name}"
         )
 
@@ -426,7 +428,7 @@ def keys_rotate(
     if json_out:
         print_json({"retired": _key_json(old), "active": _key_json(new)})
         return
-    stdout.print(f"retired {old.keyid[:16]} (signed entries {_window(old)})")
+    stdout.print(f"retired {old.keyid[:16]} (signed entries {entry_window(old)})")
     stdout.print(f"active  {new.keyid[:16]} from entry {new.valid_from_size}")
 
 
@@ -466,13 +468,7 @@ def keys_export_public(
         return
     if fmt not in ("pem", "note"):
         raise InputError(f"--format must be pem, note or trust, not {fmt!r}")
-    if keyid is None:
-        key = active_log_key(trust)
-    else:
-        matches = [k for k in trust.keys if k.keyid.startswith(keyid.lower())]
-        if len(matches) != 1:
-            raise InputError(f"{'no key' if not matches else 'several keys'} match {keyid!r}")
-        key = matches[0]
+    key = active_log_key(trust) if keyid is None else find_key(trust, keyid)
     if json_out:
         print_json({"keyid": key.keyid, "pem": public_pem(key), **_key_json(key)})
     elif fmt == "note":

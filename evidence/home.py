@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from evidence.entry import rfc3339
-from evidence.errors import ConfigError, InputError, TrustError
+from evidence.errors import ConfigError, InputError
 from evidence.keys import (
     Signer,
     TrustIndex,
+    find_key,
     keyid_of,
     load_private_key,
     load_trust,
@@ -164,7 +165,7 @@ class Home:
         revoked: list[TrustedKey] = []
 
         def build(size: int) -> list[dict[str, Any]]:
-            key = _find(self.trust().trust, keyid)
+            key = find_key(self.trust().trust, keyid)
             if key.status == "revoked":
                 raise InputError(f"key {key.keyid[:16]} is already revoked")
             events = []
@@ -216,14 +217,6 @@ def active_log_key(trust: TrustFile) -> TrustedKey:
     if len(active) != 1:
         raise ConfigError(f"the trust file must list exactly one active log key, not {len(active)}")
     return active[0]
-
-
-def _find(trust: TrustFile, keyid: str) -> TrustedKey:
-    matches = [k for k in trust.keys if k.keyid.startswith(keyid.lower())] if keyid else []
-    if len(matches) != 1:
-        what = "no key" if not matches else "more than one key"
-        raise TrustError(f"{what} in the trust file matches {keyid!r}")
-    return matches[0]
 
 
 def _end(key: TrustedKey, status: KeyStatus, size: int, reason: str | None) -> TrustedKey:

@@ -184,7 +184,7 @@ class TrustIndex:
         if not key.signs_entry(index):
             raise VerificationError(
                 f"entry {index} is signed by key {keyid[:16]}, {key.status} and not valid "
-                f"at that position (valid for entries {_window(key)})",
+                f"at that position (valid for entries {entry_window(key)})",
                 index=index,
             )
         return self._public[keyid]
@@ -194,6 +194,16 @@ class TrustIndex:
         return key is not None and key.signs_checkpoint(size)
 
 
-def _window(key: TrustedKey) -> str:
+def entry_window(key: TrustedKey) -> str:
+    """The entries a key may sign, as `first..last` (open-ended while it is active)."""
     end = "" if key.valid_until_size is None else str(key.valid_until_size - 1)
     return f"{key.valid_from_size}..{end}"
+
+
+def find_key(trust: TrustFile, keyid: str) -> TrustedKey:
+    """The one key whose id starts with `keyid` (a prefix is enough when it is unique)."""
+    matches = [k for k in trust.keys if k.keyid.startswith(keyid.lower())] if keyid else []
+    if len(matches) != 1:
+        what = "no key" if not matches else "more than one key"
+        raise TrustError(f"{what} in the trust file matches {keyid!r}")
+    return matches[0]
