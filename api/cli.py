@@ -22,6 +22,7 @@ from api.output import print_json, progress_bar, report_error, stdout
 from api.settings import get_settings
 from evidence.canonical import parse_json
 from evidence.dsse import Envelope
+from evidence.entry import rfc3339
 from evidence.errors import AnnexError, InputError
 from evidence.home import Home, active_log_key
 from evidence.keys import (
@@ -33,6 +34,7 @@ from evidence.keys import (
     public_pem,
 )
 from evidence.note import TlogProof
+from evidence.store import Store
 from evidence.verify import verify_entry, verify_log
 from schemas.trust import TrustedKey
 
@@ -339,11 +341,14 @@ def verify(
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Verify the whole log from public keys only: signatures, tree, checkpoints."""
+    """Verify the whole log from public keys only: signatures, tree, checkpoints.
+
+    An auditor without a data directory gives --trust and the database in ANNEX_DATABASE_URL.
+    """
     target = _home(home)
     index = TrustIndex(load_trust(trust)) if trust else target.trust()
     pinned = None if trusted_checkpoint is None else _read_input(str(trusted_checkpoint))
-    with target.open_store() as store:
+    with Store.open(target.db_url) if trust else target.open_store() as store:
         if store.origin != index.trust.origin:
             raise InputError(
                 f"the trust file is for log {index.trust.origin!r}, this log is {store.origin!r}"
@@ -386,7 +391,7 @@ def verify_entry_cmd(
         return
     stdout.print(
         f"ok: entry {report.index} is in the log of size {report.tree_size}, "
-        f"signed by {report.keyid[:16]}"
+        f"signed by {report.keyid[:16]}, logged by {rfc3339(report.logged_by)}"
     )
     stdout.print(f"  {report.statement['predicateType']}")
     for s in report.statement["subject"]:

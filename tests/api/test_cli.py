@@ -18,6 +18,7 @@ import sqlite3
 import stat
 from collections.abc import Callable
 from contextlib import closing
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -636,10 +637,12 @@ def test_verify_entry_passes(
     keyid = Home(template.path).signer().keyid
     human = verify_entry(annex, tmp_path, line, proof, template.trust_path())
     assert human.code == 0, human
-    assert human.out.splitlines()[:2] == [
-        f"ok: entry 2 is in the log of size 10, signed by {keyid[:16]}",
-        "  https://annex.dev/predicates/example/v1",
-    ]
+    first, second = human.out.splitlines()[:2]
+    assert first.startswith(f"ok: entry 2 is in the log of size 10, signed by {keyid[:16]}, ")
+    logged_by = datetime.fromisoformat(first.rsplit("logged by ", 1)[1])
+    with Home(template.path).open_store() as store:  # the checkpoint's signed time, to the second
+        assert logged_by.timestamp() == store.checkpoint(10).issued_at.timestamp() // 1
+    assert second == "  https://annex.dev/predicates/example/v1"
     data = verify_entry(annex.fast, tmp_path, line, proof, template.trust_path(), "--json").json()
     expected = {
         "ok": True,
@@ -721,6 +724,20 @@ def test_verify_entry_malformed_proof(
 
 
 # -- verify ---------------------------------------------------------------------------------------
+
+
+def test_auditor_verifies_with_trust_file_and_database_only(
+    template: Template, annex_at: AnnexAt, tmp_path: Path
+) -> None:
+    """No data directory, no private key: the trust file and the database are enough."""
+    trust = shutil.copy(template.trust_path(), tmp_path / "trust.json")
+    auditor = annex_at(tmp_path / "no-data-dir").with_env(
+        ANNEX_DATABASE_URL=f"sqlite:///{template.path / 'annex.db'}"
+    )
+    result = auditor("verify", "--trust", trust, "--json")
+    assert result.code == 0, result
+    assert result.json()["size"] == template.size
+    assert not (tmp_path / "no-data-dir").exists()
 
 
 def test_verify_whole_log(template: Template, annex: Annex) -> None:
