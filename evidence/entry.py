@@ -11,6 +11,7 @@ from functools import cached_property
 from typing import Any
 
 from evidence.dsse import Envelope
+from schemas.statement import parse_timestamp
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -55,7 +56,7 @@ def statement_metadata(statement: Mapping[str, Any]) -> Metadata:
         for algorithm, value in sorted(s["digest"].items())
     )
     observed = statement.get("predicate", {}).get("observedAt")
-    observed_us = None if observed is None else to_us(datetime.fromisoformat(observed))
+    observed_us = None if observed is None else to_us(parse_timestamp(observed))
     return Metadata(statement["predicateType"], subjects, observed_us)
 
 
@@ -90,8 +91,8 @@ class Entry:
         loaded: dict[str, Any] = json.loads(self.envelope.payload)
         return loaded
 
-    def to_json(self, *, with_statement: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {
+    def to_json(self) -> dict[str, Any]:
+        return {
             "index": self.index,
             "leaf_hash": base64.b64encode(self.leaf_hash).decode(),
             "keyid": self.keyid,
@@ -99,7 +100,5 @@ class Entry:
             "subjects": [s.to_json() for s in self.subjects],
             "observed_at": None if self.observed_at is None else rfc3339(self.observed_at),
             "logged_at": rfc3339(self.logged_at),
+            "statement": self.statement,
         }
-        if with_statement:
-            out["statement"] = self.statement
-        return out

@@ -37,6 +37,7 @@ from evidence.note import (
     open_note,
     split_note,
 )
+from evidence.parallel import workers
 from evidence.store import Store, check_statement, log_size
 from evidence.tables import checkpoints, entries, nodes, subjects
 
@@ -402,7 +403,6 @@ def verify_log(
     *,
     trusted_checkpoint: str | None = None,
     progress: Callable[[int, int], None] | None = None,
-    workers: int = 2,
 ) -> LogReport:
     """Verifies the whole store; returns a report or raises VerificationError."""
     pinned = (
@@ -411,7 +411,7 @@ def verify_log(
         else open_checkpoint(trusted_checkpoint, trust).checkpoint
     )
     pinned_root = EMPTY_ROOT if pinned is not None and pinned.size == 0 else None
-    with store.engine.connect() as conn, ThreadPoolExecutor(workers) as pool:
+    with store.engine.connect() as conn, ThreadPoolExecutor(workers()) as pool:
         if conn.dialect.name == "postgresql":
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
