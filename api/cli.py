@@ -6,25 +6,33 @@ Every command takes --json and then prints one JSON document on stdout, errors i
 
 from __future__ import annotations
 
-import base64
-import functools
 import json
 import socket
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
 from api import demo as demo_module
-from api.output import print_json, progress_bar, report_error, stdout
-from api.settings import get_settings
+from api.cli_base import (
+    HomeOpt,
+    JsonOpt,
+    app,
+    b64,
+    command,
+    keys_app,
+    log_app,
+    open_home,
+    read_input,
+    write_output,
+)
+from api.output import print_json, progress_bar, stdout
 from evidence.canonical import parse_json
 from evidence.dsse import Envelope
 from evidence.entry import rfc3339
-from evidence.errors import AnnexError, InputError
-from evidence.home import Home, active_log_key
+from evidence.errors import InputError
+from evidence.home import active_log_key
 from evidence.keys import (
     TrustIndex,
     entry_window,
@@ -37,71 +45,6 @@ from evidence.note import TlogProof
 from evidence.store import Store
 from evidence.verify import verify_entry, verify_log
 from schemas.trust import TrustedKey
-
-app = typer.Typer(
-    help="Annex: signed, append-only evidence for AI systems, verifiable by an auditor alone.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-log_app = typer.Typer(help="The Merkle log: checkpoints, proofs, export.")
-keys_app = typer.Typer(help="Signing keys and the trust file.")
-app.add_typer(log_app, name="log", no_args_is_help=True)
-app.add_typer(keys_app, name="keys", no_args_is_help=True)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-HomeOpt = Annotated[
-    Path | None,
-    typer.Option("--home", help="Data directory (default: $ANNEX_HOME or ~/.annex)."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document for machines.")]
-
-
-def command(group: typer.Typer, name: str | None = None) -> Callable[[F], F]:
-    """Registers a command whose AnnexErrors become a message and an exit code, in one place."""
-
-    def register(fn: F) -> F:
-        @functools.wraps(fn)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except AnnexError as error:
-                report_error(error, kwargs.get("json_out", False))
-                raise typer.Exit(error.exit_code) from None
-
-        group.command(name)(run)
-        return fn
-
-    return register
-
-
-def _home(home: Path | None) -> Home:
-    return get_settings(home).open_home()
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _read_input(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from exc
-
-
-def _write_output(text: str, output: Path | None) -> None:
-    if output is None:
-        sys.stdout.write(text)
-        return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot write {output}: {exc.strerror}") from exc
-
 
 # -- init, append, show ---------------------------------------------------------------------------
 
@@ -116,7 +59,7 @@ def init(
     json_out: JsonOpt = False,
 ) -> None:
     """Create the data directory, the log database, a signing key and the trust file."""
-    target = _home(home)
+    target = open_home(home)
     result = target.init(origin or f"{socket.gethostname()}/annex")
     key = active_log_key(target.trust().trust)
     if json_out:
@@ -175,9 +118,9 @@ def append(
     DSSE envelopes signed by a trusted key are accepted too and appended as they are.
     """
     source = "stdin" if file == "-" else file
-    items = _load_items(_read_input(file), source)
+    items = _load_items(read_input(file), source)
     labels = [where for where, _ in items]
-    with _home(home).open_store(write=True) as store:
+    with open_home(home).open_store(write=True) as store:
         if all(isinstance(obj, dict) and "payloadType" in obj for _, obj in items):
             envelopes = [Envelope.from_dict(obj, what=where) for where, obj in items]
             result = store.append_envelopes(envelopes, labels=labels)
@@ -191,10 +134,10 @@ def append(
             {
                 "first_index": result.first_index,
                 "count": len(result.leaf_hashes),
-                "leaf_hashes": [_b64(h) for h in result.leaf_hashes],
+                "leaf_hashes": [b64(h) for h in result.leaf_hashes],
                 "checkpoint": {
                     "size": result.checkpoint.size,
-                    "root": _b64(result.checkpoint.root),
+                    "root": b64(result.checkpoint.root),
                     "note": result.checkpoint.note,
                 },
             }
@@ -214,7 +157,7 @@ def show(
     json_out: JsonOpt = False,
 ) -> None:
     """Show one entry: what the log recorded and the statement it holds."""
-    with _home(home).open_store() as store:
+    with open_home(home).open_store() as store:
         entry = store.get(index)
     data = entry.to_json()
     data["envelope"] = entry.envelope.to_dict()
@@ -238,10 +181,10 @@ def show(
 @command(log_app, "checkpoint")
 def log_checkpoint(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Print the latest signed checkpoint (a C2SP signed note), as is."""
-    with _home(home).open_store() as store:
+    with open_home(home).open_store() as store:
         cp = store.checkpoint()
     if json_out:
-        print_json({"size": cp.size, "root": _b64(cp.root), "note": cp.note})
+        print_json({"size": cp.size, "root": b64(cp.root), "note": cp.note})
     else:
         sys.stdout.write(cp.note)
 
@@ -257,21 +200,21 @@ def log_proof(
     json_out: JsonOpt = False,
 ) -> None:
     """Print a C2SP tlog-proof: index, inclusion hashes and the signed checkpoint."""
-    with _home(home).open_store() as store:
+    with open_home(home).open_store() as store:
         proof = store.inclusion_proof(index, tree_size)
     if json_out:
         print_json(
             {
                 "index": proof.index,
-                "hashes": [_b64(h) for h in proof.hashes],
+                "hashes": [b64(h) for h in proof.hashes],
                 "checkpoint": proof.checkpoint,
                 "tlog_proof": proof.format(),
             }
         )
         if output is not None:
-            _write_output(proof.format(), output)
+            write_output(proof.format(), output)
         return
-    _write_output(proof.format(), output)
+    write_output(proof.format(), output)
 
 
 @command(log_app, "consistency")
@@ -282,14 +225,14 @@ def log_consistency(
     json_out: JsonOpt = False,
 ) -> None:
     """Print an RFC 9162 consistency proof between two tree sizes."""
-    with _home(home).open_store() as store:
+    with open_home(home).open_store() as store:
         proof = store.consistency_proof(old_size, new_size)
-    hashes = [_b64(h) for h in proof.hashes]
+    hashes = [b64(h) for h in proof.hashes]
     data = {
         "old_size": proof.old_size,
         "new_size": proof.new_size,
-        "old_root": _b64(proof.old_root),
-        "new_root": _b64(proof.new_root),
+        "old_root": b64(proof.old_root),
+        "new_root": b64(proof.new_root),
         "hashes": hashes,
     }
     if json_out:
@@ -313,17 +256,17 @@ def log_export(
 
     With --json, one document {"entries": [...]} instead of one line an entry.
     """
-    with _home(home).open_store() as store:
+    with open_home(home).open_store() as store:
         stop = None if end is None else end + 1
         records = (
-            {"index": i, "envelope": json.loads(env), "leaf_hash": _b64(leaf)}
+            {"index": i, "envelope": json.loads(env), "leaf_hash": b64(leaf)}
             for i, env, leaf in store.export(start, stop)
         )
         if json_out:
             text = json.dumps({"entries": list(records)}, indent=2) + "\n"
         else:
             text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
-        _write_output(text, output)
+        write_output(text, output)
 
 
 # -- verification ---------------------------------------------------------------------------------
@@ -345,9 +288,9 @@ def verify(
 
     An auditor without a data directory gives --trust and the database in ANNEX_DATABASE_URL.
     """
-    target = _home(home)
+    target = open_home(home)
     index = TrustIndex(load_trust(trust)) if trust else target.trust()
-    pinned = None if trusted_checkpoint is None else _read_input(str(trusted_checkpoint))
+    pinned = None if trusted_checkpoint is None else read_input(str(trusted_checkpoint))
     with Store.open(target.db_url) if trust else target.open_store() as store:
         if store.origin != index.trust.origin:
             raise InputError(
@@ -360,7 +303,7 @@ def verify(
         return
     stdout.print(
         f"ok: {report.size} entries, {report.signatures} signatures and "
-        f"{report.checkpoints} checkpoints verified; root {_b64(report.root)}"
+        f"{report.checkpoints} checkpoints verified; root {b64(report.root)}"
     )
     if report.trusted_checkpoint_size is not None:
         stdout.print(
@@ -383,8 +326,8 @@ def verify_entry_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Verify one exported entry offline: envelope + tlog-proof + trust file, no database."""
-    env = _read_envelope(_read_input(str(envelope)), str(envelope))
-    tlog = TlogProof.parse(_read_input(str(proof)))
+    env = _read_envelope(read_input(str(envelope)), str(envelope))
+    tlog = TlogProof.parse(read_input(str(proof)))
     report = verify_entry(env, tlog, TrustIndex(load_trust(trust)))
     if json_out:
         print_json(report.to_json())
@@ -411,7 +354,7 @@ def _key_json(key: TrustedKey) -> dict[str, Any]:
 @command(keys_app, "list")
 def keys_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """List the keys of the trust file and the entries each may sign."""
-    trust = _home(home).trust().trust
+    trust = open_home(home).trust().trust
     if json_out:
         print_json({"origin": trust.origin, "keys": [_key_json(k) for k in trust.keys]})
         return
@@ -429,7 +372,7 @@ def keys_rotate(
     json_out: JsonOpt = False,
 ) -> None:
     """Retire the active log key and start signing with a new one; old entries still verify."""
-    old, new = _home(home).rotate(reason=reason)
+    old, new = open_home(home).rotate(reason=reason)
     if json_out:
         print_json({"retired": _key_json(old), "active": _key_json(new)})
         return
@@ -445,7 +388,7 @@ def keys_revoke(
     json_out: JsonOpt = False,
 ) -> None:
     """Revoke a key: anything it signs from now on fails verification."""
-    key = _home(home).revoke(keyid, reason=reason)
+    key = open_home(home).revoke(keyid, reason=reason)
     if json_out:
         print_json({"revoked": _key_json(key)})
         return
@@ -466,7 +409,7 @@ def keys_export_public(
     json_out: JsonOpt = False,
 ) -> None:
     """Print a public key as PEM, as a signed-note verifier key, or the whole trust file."""
-    target = _home(home)
+    target = open_home(home)
     trust = target.trust().trust
     if fmt == "trust":
         sys.stdout.write(target.trust_path.read_text())
