@@ -441,5 +441,9 @@ def demo(
         print_json(summary)
 
 
+# Command modules register their commands on the shared apps (api/cli_base.py) when imported.
+# One line each, in alphabetical order.
+
+
 def main() -> None:
     app()

@@ -22,6 +22,11 @@ class InputError(AnnexError):
     http_status = 400
 
 
+class CollectorError(InputError):
+    """What a collector was pointed at cannot be recorded faithfully: a truncated model file, a
+    symlink out of the directory, an unreadable file, a header that lies about its length."""
+
+
 class ConfigError(AnnexError):
     """The installation is not usable as configured: no data directory, no key, bad passphrase."""
 
