@@ -17,6 +17,10 @@ class Settings:
     home: Path
     database_url: str | None
     passphrase: bytes | None
+    # Where the compute is, for GPU evidence (ANNEX_SITE, ANNEX_COUNTRY, ANNEX_OPERATOR).
+    site: str | None = None
+    country: str | None = None
+    operator: str | None = None
 
     def open_home(self) -> Home:
         return Home(self.home, self.database_url, self.passphrase)
@@ -29,6 +33,9 @@ def read_settings(env: Mapping[str, str], home: Path | None = None) -> Settings:
         home=chosen.expanduser().absolute(),
         database_url=env.get("ANNEX_DATABASE_URL") or None,
         passphrase=_passphrase(env),
+        site=env.get("ANNEX_SITE") or None,
+        country=env.get("ANNEX_COUNTRY") or None,
+        operator=env.get("ANNEX_OPERATOR") or None,
     )
 
 

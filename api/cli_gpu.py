@@ -1,0 +1,134 @@
+"""`annex collect gpu`: snapshot this host's NVIDIA GPUs through NVML and log the statement."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from api.cli_base import HomeOpt, JsonOpt, collect_app, command
+from api.output import print_json, stdout
+from api.settings import Settings, get_settings
+from collectors.gpu import collect_gpu
+from collectors.nvml import load_pynvml
+from evidence.errors import ConfigError, InputError
+from schemas.gpu import Device, Failed, GpuInventoryPredicate, SiteLabels, Unsupported, Value
+
+SiteOpt = Annotated[
+    str | None, typer.Option(help="Site label, e.g. a data centre (default: $ANNEX_SITE).")
+]
+CountryOpt = Annotated[
+    str | None,
+    typer.Option(help="ISO 3166-1 alpha-2 country of the site (default: $ANNEX_COUNTRY)."),
+]
+OperatorOpt = Annotated[
+    str | None, typer.Option(help="Who operates the site (default: $ANNEX_OPERATOR).")
+]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the statement and log nothing.")]
+
+
+@command(collect_app, "gpu")
+def collect_gpu_command(
+    site: SiteOpt = None,
+    country: CountryOpt = None,
+    operator: OperatorOpt = None,
+    dry_run: DryRunOpt = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Record the host and every NVIDIA GPU: versions, identity, MIG, ECC, power, readings.
+
+    Self-reported by NVML, not hardware attestation. No NVML, driver or GPU is recorded too.
+    """
+    settings = get_settings(home)
+    labels = site_labels(settings, site=site, country=country, operator=operator)
+    statement = collect_gpu(load_pynvml(), site=labels)
+    index = None
+    if not dry_run:
+        with settings.open_home().open_store(write=True) as store:
+            index = store.append([statement], labels=["GPU inventory"]).first_index
+    if json_out:
+        print_json({"index": index, "statement": statement})
+    elif dry_run:
+        stdout.print(json.dumps(statement, indent=2, ensure_ascii=False))
+    else:
+        say_summary(GpuInventoryPredicate.model_validate(statement["predicate"]), index)
+
+
+def site_labels(
+    settings: Settings, *, site: str | None, country: str | None, operator: str | None
+) -> SiteLabels:
+    """The options, else the settings; a bad country names where it came from."""
+    given = {"site": site, "country": country, "operator": operator}
+    try:
+        return SiteLabels(
+            site=site or settings.site,
+            country=country or settings.country,
+            operator=operator or settings.operator,
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0])
+        message = error["msg"].removeprefix("Value error, ")
+        if given.get(field) is not None:
+            raise InputError(f"--{field}: {message}") from None
+        raise ConfigError(f"ANNEX_{field.upper()}: {message}") from None
+
+
+# -- the human summary ----------------------------------------------------------------------------
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def shown(reading: Any) -> str:
+    if isinstance(reading, Value):
+        return str(reading.value)
+    return "unsupported" if isinstance(reading, Unsupported) else reading.error
+
+
+def gib(reading: Any) -> str:
+    return f"{reading.value / 2**30:.1f} GiB" if isinstance(reading, Value) else shown(reading)
+
+
+def mig(device: Device) -> str:
+    if not isinstance(device.mig_mode, Value):
+        return f"MIG {shown(device.mig_mode)}"
+    modes = device.mig_mode.value
+    text = f"MIG {modes.current}"
+    if modes.pending != modes.current:
+        text += f" ({modes.pending} after reset)"
+    if isinstance(device.mig_devices, Value) and device.mig_devices.value:
+        text += f", {_count(len(device.mig_devices.value), 'MIG device')}"
+    elif isinstance(device.mig_devices, Failed):
+        text += f", MIG devices {device.mig_devices.error}"
+    return text
+
+
+def device_line(device: Device) -> str:
+    parts = [shown(device.name), shown(device.uuid), gib(device.memory_total_bytes), mig(device)]
+    unsupported, failed = device.unsupported(), device.failed()
+    if unsupported:
+        parts.append(f"{_count(len(unsupported), 'field')} unsupported")
+    if failed:
+        errors = ", ".join(sorted(set(failed.values())))
+        parts.append(f"{_count(len(failed), 'field')} unreadable ({errors})")
+    return f"  gpu {device.index}  " + "  ".join(parts)
+
+
+def say_summary(predicate: GpuInventoryPredicate, index: int | None) -> None:
+    host = predicate.host.hostname
+    if predicate.status != "ok":
+        stdout.print(f"no GPU evidence on {host}: {predicate.reason}; recorded at entry {index}")
+        return
+    versions = (
+        f"driver {shown(predicate.driver_version)}, CUDA {shown(predicate.cuda_driver_version)}, "
+        f"NVML {shown(predicate.nvml_version)}"
+    )
+    stdout.print(f"{_count(len(predicate.devices), 'GPU')} on {host} ({versions})")
+    for device in predicate.devices:
+        stdout.print(device_line(device))
+    stdout.print(f"recorded at entry {index} (self-reported by NVML, not hardware attestation)")
