@@ -26,7 +26,14 @@ from evidence.home import Home
 from tests.conftest import statement
 
 ORIGIN = "test.example/log"
-SETTINGS_ENV = ("ANNEX_DATABASE_URL", "ANNEX_KEY_PASSPHRASE", "ANNEX_KEY_PASSPHRASE_FILE")
+SETTINGS_ENV = (
+    "ANNEX_DATABASE_URL",
+    "ANNEX_KEY_PASSPHRASE",
+    "ANNEX_KEY_PASSPHRASE_FILE",
+    "ANNEX_SITE",
+    "ANNEX_COUNTRY",
+    "ANNEX_OPERATOR",
+)
 BATCHES = (3, 2, 4)  # after the key event at 0: checkpoints at sizes 1, 4, 6 and 10
 PASSPHRASE = "correct horse battery staple"
 
