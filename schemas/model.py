@@ -95,9 +95,13 @@ def manifest_digest(files: tuple[ManifestFile, ...] | list[ManifestFile]) -> str
 
 
 def model_signing_digest(files: tuple[ManifestFile, ...] | list[ManifestFile]) -> str:
-    """The OpenSSF Model Signing subject digest: SHA-256 over the file digests in path order."""
+    """The OpenSSF Model Signing subject digest: SHA-256 over the file digests in path order.
+
+    model-signing orders paths as PurePosixPath does, component by component ("a/b" before
+    "a-b"), not as plain strings ("a-b" before "a/b").
+    """
     hasher = hashlib.sha256()
-    for f in sorted(files, key=lambda f: f.path):
+    for f in sorted(files, key=lambda f: f.path.split("/")):
         hasher.update(bytes.fromhex(f.sha256))
     return hasher.hexdigest()
 
