@@ -1,0 +1,90 @@
+"""Helpers shared by the gate's report and CLI tests."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collectors.hashing import build_manifest
+from evidence.entry import rfc3339
+from evidence.home import Home
+from reports.gate import directory_kind
+from schemas.model import MODEL_RELEASE, Manifest, ModelReleasePredicate
+from schemas.policy import EVAL_RUN, GPU_INVENTORY
+from schemas.statement import STATEMENT_TYPE
+
+
+def manifest_of(directory: Path) -> Manifest:
+    return build_manifest(directory, cache=None, full=True)
+
+
+def model_signing_key(home: Home) -> str:
+    """A trusted model-signing key in the home; returns its keyid."""
+    pytest.skip("model-signing keys are not in the trust file yet")
+
+
+NOW = datetime.now(UTC)
+
+
+def ago(days: float) -> str:
+    return rfc3339(NOW - timedelta(days=days))
+
+
+def statement(predicate_type: str, digest: str, predicate: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": "model:demo", "digest": {"sha256": digest}}],
+        "predicateType": predicate_type,
+        "predicate": predicate,
+    }
+
+
+def append(home: Home, *statements: dict[str, Any]) -> int:
+    """Appends statements as one batch; returns the index of the first."""
+    with home.open_store(write=True) as store:
+        return store.append(list(statements)).first_index
+
+
+def release(home: Home, directory: Path, keyid: str, *, name: str | None = None) -> int:
+    """A release of the directory as it is now, as `annex sign model` records it."""
+    manifest = manifest_of(directory)
+    kind = directory_kind(directory)
+    label = name or directory.name
+    predicate = ModelReleasePredicate(
+        observedAt=ago(0),
+        name=label,
+        kind=kind,
+        manifest=manifest,
+        approvedBy="release-manager",
+        signingKeyid=keyid,
+    ).to_predicate()
+    signed = statement(MODEL_RELEASE, manifest.digest, predicate)
+    signed["subject"][0]["name"] = f"{kind}:{label}"
+    return append(home, signed)
+
+
+def digest(directory: Path) -> str:
+    return manifest_of(directory).digest
+
+
+def eval_run(directory: Path, results: dict[str, Any], *, days: float = 1) -> dict[str, Any]:
+    predicate = {"observedAt": ago(days), "results": results, "lm_eval_version": "0.4.9"}
+    return statement(EVAL_RUN, digest(directory), predicate)
+
+
+def inventory(site: str, *, days: float, status: str = "ok", gpus: int = 1) -> dict[str, Any]:
+    predicate = {
+        "observedAt": ago(days),
+        "status": status,
+        "reason": None if status == "ok" else "no NVIDIA driver loaded",
+        "site": {"site": site, "country": "DE", "operator": "ACME"},
+        "devices": [{"index": i, "name": "NVIDIA H100"} for i in range(gpus)],
+    }
+    host = hashlib.sha256(site.encode()).hexdigest()
+    subject = statement(GPU_INVENTORY, host, predicate)
+    subject["subject"][0]["name"] = f"host:{site}-node-1"
+    return subject
