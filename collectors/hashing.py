@@ -15,6 +15,7 @@ the cache).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -28,7 +29,7 @@ from evidence.errors import CollectorError
 from schemas.model import Manifest, ManifestFile
 
 CHUNK_BYTES = 8 << 20
-READ_AHEAD_BYTES = 32 << 20  # asked of the kernel (posix_fadvise WILLNEED), not held by us
+READ_AHEAD_BYTES = 16 << 20  # asked of the kernel (posix_fadvise WILLNEED), not held by us
 _POLL_SECONDS = 0.1
 
 Progress = Callable[[int, int], None]
@@ -70,7 +71,7 @@ def _read_and_hash(
     hasher = hashlib.sha256()
     view = memoryview(buffer)
     done = 0
-    _advise(fd, 0, READ_AHEAD_BYTES, sequential=True)
+    _advise(fd, 0, READ_AHEAD_BYTES)
     while True:
         got = os.readv(fd, [view])
         if got == 0:
@@ -89,16 +90,12 @@ def _read_and_hash(
     return hasher.hexdigest()
 
 
-def _advise(fd: int, offset: int, length: int, *, sequential: bool = False) -> None:
-    """Hints to the kernel; harmless where posix_fadvise is missing or refuses."""
+def _advise(fd: int, offset: int, length: int) -> None:
+    """Asks the kernel to read a window ahead while we hash; harmless where unsupported."""
     if not hasattr(os, "posix_fadvise"):
         return
-    try:
-        if sequential:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    with contextlib.suppress(OSError):
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
-    except OSError:
-        pass
 
 
 @dataclass
