@@ -445,6 +445,7 @@ def demo(
 # One line each, in alphabetical order.
 from api import cli_gate  # noqa: E402, F401
 from api import cli_gpu  # noqa: E402, F401
+from api import cli_models  # noqa: E402, F401
 
 
 def main() -> None:
