@@ -60,8 +60,7 @@ def collect_model_command(
 ) -> None:
     """Record every file's SHA-256 and what the files declare (config, weights, adapter).
 
-    An adapter (adapter_config.json) is bound to its base: the --base directory, else the
-    newest model in the log named like its base_model_name_or_path.
+    An adapter is bound to its base: --base DIR, or the newest logged model of its base's name.
     """
     if base is not None and not (directory / "adapter_config.json").is_file():
         raise InputError(f"--base: {directory} has no adapter_config.json; it is not an adapter")

@@ -77,7 +77,7 @@ def walk_tree(root: Path) -> Tree:
         prefix = pending.pop()
         for entry in _scan(base / prefix if prefix else base):
             rel = _relative(prefix, entry)
-            st = _stat(entry, base, rel)
+            st = _stat(entry, base)
             if not prefix and (entry.name in IGNORED_NAMES or entry.name == SIGNATURE_NAME):
                 ignored.append(rel)
             elif stat.S_ISDIR(st.st_mode):
@@ -122,14 +122,14 @@ def _relative(prefix: str, entry: os.DirEntry[str]) -> str:
     return f"{prefix}/{name}" if prefix else name
 
 
-def _stat(entry: os.DirEntry[str], base: Path, rel: str) -> os.stat_result:
+def _stat(entry: os.DirEntry[str], base: Path) -> os.stat_result:
     """The entry's own stat; symlinks and special files are refused here."""
     try:
         st = entry.stat(follow_symlinks=False)
     except OSError as exc:
         raise CollectorError(f"cannot stat {entry.path}: {exc.strerror}") from None
     if stat.S_ISLNK(st.st_mode):
-        raise CollectorError(_symlink_message(Path(entry.path), base, rel))
+        raise CollectorError(_symlink_message(Path(entry.path), base))
     kind = _SPECIAL.get(stat.S_IFMT(st.st_mode))
     if kind is not None:
         raise CollectorError(f"{entry.path} is {kind}, not a regular file: it cannot be hashed")
@@ -138,20 +138,18 @@ def _stat(entry: os.DirEntry[str], base: Path, rel: str) -> os.stat_result:
     return st
 
 
-def _symlink_message(link: Path, base: Path, rel: str) -> str:
+def _symlink_message(link: Path, base: Path) -> str:
     try:
         target = os.readlink(link)
     except OSError:
         target = "?"
     resolved = Path(os.path.realpath(link))
     if resolved == base or base in resolved.parents:
-        where = f"inside the directory (to {resolved.relative_to(base).as_posix() or '.'})"
         return (
-            f"{link} is a symbolic link to {target!s}, {where}: symbolic links are refused; "
-            "copy the file in place of the link"
+            f"{link} is a symbolic link to {target}, inside the directory: symbolic links are "
+            "refused (model-signing refuses them too); put the file itself in its place"
         )
     return (
-        f"{link} is a symbolic link to {target!s}, which leaves the directory "
-        f"(resolves to {resolved}): symbolic links are refused ({rel} would not be the "
-        "file a copy of the directory holds)"
+        f"{link} is a symbolic link to {target}, which leaves the directory {base} (it "
+        f"resolves to {resolved}): symbolic links are refused; copy the file into the directory"
     )
