@@ -1,7 +1,11 @@
-"""Ed25519 signing keys, their files, and the trust file of public keys.
+"""Signing keys, their files, and the trust file of public keys.
 
-A keyid is the hex SHA-256 of the raw 32-byte public key. Private keys are PKCS#8 PEM, encrypted
-with the passphrase when one is given, and always created with mode 0600 and never overwritten.
+Two kinds of key (schemas/trust.py): Ed25519 keys sign the log (and collectors' envelopes);
+EC P-256 keys sign models in the OpenSSF Model Signing format, whose key method takes EC keys
+only. An Ed25519 keyid is the hex SHA-256 of the raw 32-byte public key; a P-256 keyid is the
+hex SHA-256 of the DER SubjectPublicKeyInfo. Private keys of both kinds are PKCS#8 PEM,
+encrypted with the passphrase when one is given, and always created with mode 0600 and never
+overwritten.
 The trust file is replaced atomically (write, fsync, rename), so a crash leaves the old or the
 new file, never half of one.
 """
@@ -17,10 +21,12 @@ from functools import cached_property
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from pydantic import ValidationError
 
 from evidence.canonical import parse_json
@@ -73,6 +79,40 @@ class Signer:
         )
 
 
+@dataclass(frozen=True)
+class ModelSigningKey:
+    """An EC P-256 private key that signs model releases (OpenSSF Model Signing bundles)."""
+
+    private_key: ec.EllipticCurvePrivateKey
+    name: str
+
+    @cached_property
+    def public_der(self) -> bytes:
+        return self.private_key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    @cached_property
+    def keyid(self) -> str:
+        return keyid_of(self.public_der)
+
+    @classmethod
+    def generate(cls, name: str) -> ModelSigningKey:
+        check_key_name(name)
+        return cls(ec.generate_private_key(ec.SECP256R1()), name)
+
+    def trusted_key(self, *, from_size: int) -> TrustedKey:
+        return TrustedKey(
+            keyid=self.keyid,
+            name=self.name,
+            role="model-signing",
+            algorithm="ecdsa-p256-sha256",
+            public_key=base64.b64encode(self.public_der).decode(),
+            valid_from=utc_now(),
+            valid_from_size=from_size,
+        )
+
+
 def _write_new(path: Path, data: bytes, mode: int) -> None:
     """Creates `path` exclusively and durably; an existing file is never replaced."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -83,7 +123,9 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         os.close(fd)
 
 
-def write_private_key(path: Path, signer: Signer, passphrase: bytes | None) -> None:
+def write_private_key(
+    path: Path, signer: Signer | ModelSigningKey, passphrase: bytes | None
+) -> None:
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase)
         if passphrase
@@ -95,7 +137,7 @@ def write_private_key(path: Path, signer: Signer, passphrase: bytes | None) -> N
     _write_new(path, pem, 0o600)
 
 
-def load_private_key(path: Path, name: str, passphrase: bytes | None) -> Signer:
+def _load_pem(path: Path, passphrase: bytes | None) -> PrivateKeyTypes:
     try:
         pem = path.read_bytes()
     except OSError as exc:
@@ -111,19 +153,38 @@ def load_private_key(path: Path, name: str, passphrase: bytes | None) -> Signer:
     except ValueError as exc:
         why = "wrong passphrase or damaged file" if encrypted else "not a PEM private key"
         raise ConfigError(f"cannot load signing key {path}: {why}") from exc
+    return key
+
+
+def load_private_key(path: Path, name: str, passphrase: bytes | None) -> Signer:
+    key = _load_pem(path, passphrase)
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"signing key {path} is not an Ed25519 key")
     return Signer(key, name)
 
 
+def load_model_signing_key(path: Path, name: str, passphrase: bytes | None) -> ModelSigningKey:
+    key = _load_pem(path, passphrase)
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise ConfigError(f"model-signing key {path} is not an EC P-256 key")
+    return ModelSigningKey(key, name)
+
+
 def public_pem(key: TrustedKey) -> str:
-    public = Ed25519PublicKey.from_public_bytes(key.raw_public_key)
+    """The public key as a PEM SubjectPublicKeyInfo (what `model_signing verify key` reads)."""
+    public = (
+        Ed25519PublicKey.from_public_bytes(key.raw_public_key)
+        if key.algorithm == "ed25519"
+        else serialization.load_der_public_key(key.raw_public_key)
+    )
     return public.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
 
 
 def note_verifier(key: TrustedKey) -> NoteVerifier:
+    if key.algorithm != "ed25519":
+        raise TrustError(f"key {key.keyid[:16]} is a {key.role} key: it signs no notes")
     return NoteVerifier(key.name, key.raw_public_key)
 
 
@@ -162,10 +223,11 @@ class TrustIndex:
     def __init__(self, trust: TrustFile) -> None:
         self.trust = trust
         self._keys = {k.keyid: k for k in trust.keys}
+        ed25519 = [k for k in trust.keys if k.algorithm == "ed25519"]
         self._public = {
-            k.keyid: Ed25519PublicKey.from_public_bytes(k.raw_public_key) for k in trust.keys
+            k.keyid: Ed25519PublicKey.from_public_bytes(k.raw_public_key) for k in ed25519
         }
-        self.verifiers = [note_verifier(k) for k in trust.keys]
+        self.verifiers = [note_verifier(k) for k in ed25519]
 
     def get(self, keyid: str) -> TrustedKey:
         key = self._keys.get(keyid)
@@ -181,6 +243,12 @@ class TrustIndex:
         key = self._keys.get(keyid)
         if key is None:
             return None
+        if key.keyid not in self._public:
+            raise VerificationError(
+                f"entry {index} names key {keyid[:16]}, a {key.role} key: it signs model "
+                "releases, never log entries",
+                index=index,
+            )
         if not key.signs_entry(index):
             raise VerificationError(
                 f"entry {index} is signed by key {keyid[:16]}, {key.status} and not valid "

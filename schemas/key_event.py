@@ -1,4 +1,9 @@
-"""Key lifecycle events (created, rotated, revoked), logged so key history is evidence too."""
+"""Key lifecycle events (created, rotated, revoked), logged so key history is evidence too.
+
+`publicKey` is encoded as the trust file encodes it for `algorithm` (schemas/trust.py): raw
+Ed25519 bytes, or the DER SubjectPublicKeyInfo of a model-signing P-256 key. Events logged
+before model-signing keys existed carry no `algorithm`; they are all Ed25519.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.statement import predicate_type
-from schemas.trust import KeyRole
+from schemas.trust import KeyAlgorithm, KeyRole
 
 KEY_EVENT = predicate_type("key-event")
 
@@ -22,6 +27,7 @@ class KeyEvent(BaseModel):
     keyid: str = Field(pattern=r"^[0-9a-f]{64}$")
     name: str
     role: KeyRole
+    algorithm: KeyAlgorithm | None = None
     publicKey: str
     validFromSize: int
     validUntilSize: int | None = None
