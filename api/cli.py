@@ -10,7 +10,7 @@ import json
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -32,7 +32,7 @@ from evidence.canonical import parse_json
 from evidence.dsse import Envelope
 from evidence.entry import rfc3339
 from evidence.errors import InputError
-from evidence.home import active_log_key
+from evidence.home import active_key, active_log_key, default_model_signing_name
 from evidence.keys import (
     TrustIndex,
     entry_window,
@@ -56,19 +56,31 @@ def init(
         str | None,
         typer.Option(help="Log name in checkpoints, a schema-less URL (default: HOSTNAME/annex)."),
     ] = None,
+    model_signing_key: Annotated[
+        bool,
+        typer.Option(
+            "--model-signing-key/--no-model-signing-key",
+            help="Also create the EC P-256 key that `annex sign model` signs with.",
+        ),
+    ] = True,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create the data directory, the log database, a signing key and the trust file."""
+    """Create the data directory, the log database, signing keys and the trust file."""
     target = open_home(home)
-    result = target.init(origin or f"{socket.gethostname()}/annex")
-    key = active_log_key(target.trust().trust)
+    chosen = origin or f"{socket.gethostname()}/annex"
+    model_name = default_model_signing_name(chosen) if model_signing_key else None
+    result = target.init(chosen, model_signing_name=model_name)
+    trust = target.trust().trust
+    key = active_log_key(trust)
+    model_key = active_key(trust, "model-signing") if model_signing_key else None
     if json_out:
         print_json(
             {
                 "home": str(target.path),
                 "database": target.db_url,
-                "origin": target.trust().trust.origin,
+                "origin": trust.origin,
                 "keyid": key.keyid,
+                "model_signing_keyid": None if model_key is None else model_key.keyid,
                 "trust_file": str(target.trust_path),
                 "checkpoint": result.checkpoint.note,
             }
@@ -77,6 +89,8 @@ def init(
     stdout.print(f"initialised {target.path}")
     stdout.print(f"  log origin  {key.name}")
     stdout.print(f"  log key     {key.keyid}")
+    if model_key is not None:
+        stdout.print(f"  model key   {model_key.keyid}  (EC P-256, signs model releases)")
     stdout.print(f"  trust file  {target.trust_path}  (give this to auditors)")
 
 
@@ -347,32 +361,80 @@ def verify_entry_cmd(
 
 def _key_json(key: TrustedKey) -> dict[str, Any]:
     data = key.model_dump(mode="json")
-    data["note_verifier"] = str(note_verifier(key))
+    data["note_verifier"] = str(note_verifier(key)) if key.algorithm == "ed25519" else None
     return data
 
 
 @command(keys_app, "list")
 def keys_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
-    """List the keys of the trust file and the entries each may sign."""
+    """List the keys of the trust file: role, algorithm, status, the entries each may sign."""
     trust = open_home(home).trust().trust
     if json_out:
         print_json({"origin": trust.origin, "keys": [_key_json(k) for k in trust.keys]})
         return
     for k in trust.keys:
         stdout.print(
-            f"{k.keyid[:16]}  {k.role:9} {k.status:8} entries {entry_window(k):12} "
-            f"since {k.valid_from:%Y-%m-%d %H:%M}  {k.name}"
+            f"{k.keyid[:16]}  {k.role:13} {k.algorithm:17} {k.status:8} "
+            f"entries {entry_window(k):12} since {k.valid_from:%Y-%m-%d %H:%M}  {k.name}"
         )
+
+
+RoleOpt = Annotated[
+    str,
+    typer.Option("--role", help="log (the key that signs the log) or model-signing."),
+]
+
+
+def _rotatable(role: str) -> Literal["log", "model-signing"]:
+    if role == "log":
+        return "log"
+    if role == "model-signing":
+        return "model-signing"
+    raise InputError(f"--role must be log or model-signing, not {role!r}")
+
+
+@command(keys_app, "create")
+def keys_create(
+    role: RoleOpt = "model-signing",
+    name: Annotated[
+        str | None, typer.Option(help="Key name (default: ORIGIN/model-signing).")
+    ] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create the model-signing key (EC P-256) that `annex sign model` signs with.
+
+    The log key is made by `annex init` and replaced by `annex keys rotate`; a second active
+    model-signing key is refused: rotate it instead.
+    """
+    if role != "model-signing":
+        raise InputError(
+            f"--role {role}: only a model-signing key is created this way; the log key is "
+            "made by `annex init` and replaced by `annex keys rotate`"
+        )
+    target = open_home(home)
+    key = target.create_model_signing_key(
+        name or default_model_signing_name(target.trust().trust.origin)
+    )
+    if json_out:
+        print_json({"created": _key_json(key)})
+        return
+    stdout.print(f"created {key.role} key {key.keyid[:16]} ({key.algorithm}) {key.name}")
+    stdout.print(f"  public key for model_signing: annex keys export-public {key.keyid[:16]}")
 
 
 @command(keys_app, "rotate")
 def keys_rotate(
+    role: RoleOpt = "log",
     reason: Annotated[str | None, typer.Option(help="Why, recorded in the log.")] = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Retire the active log key and start signing with a new one; old entries still verify."""
-    old, new = open_home(home).rotate(reason=reason)
+    """Retire the active key of a role (default: the log key) and make a new one.
+
+    Old entries (and releases signed by a retired model-signing key) still verify.
+    """
+    old, new = open_home(home).rotate(role=_rotatable(role), reason=reason)
     if json_out:
         print_json({"retired": _key_json(old), "active": _key_json(new)})
         return
@@ -408,7 +470,10 @@ def keys_export_public(
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Print a public key as PEM, as a signed-note verifier key, or the whole trust file."""
+    """Print a public key as PEM, as a signed-note verifier key, or the whole trust file.
+
+    The PEM of a model-signing key is what `model_signing verify key --public_key` takes.
+    """
     target = open_home(home)
     trust = target.trust().trust
     if fmt == "trust":
@@ -446,6 +511,7 @@ def demo(
 from api import cli_gate  # noqa: E402, F401
 from api import cli_gpu  # noqa: E402, F401
 from api import cli_models  # noqa: E402, F401
+from api import cli_sign  # noqa: E402, F401
 
 
 def main() -> None:

@@ -2,11 +2,13 @@
 
 Layout (default `~/.annex`):
     annex.db            the SQLite log (unless a database URL points elsewhere)
-    keys/<keyid>.pem    Ed25519 private keys, mode 0600, encrypted when a passphrase is set
+    keys/<keyid>.pem    private keys (Ed25519 log keys, EC P-256 model-signing keys), mode
+                        0600, encrypted when a passphrase is set
     trust.json          the public keys and their validity windows: what an auditor needs
 
-Key changes (rotate, revoke) happen inside the log's sequencer lock and are logged as
+Key changes (create, rotate, revoke) happen inside the log's sequencer lock and are logged as
 key-event statements, so the position where a key stopped signing is fixed by the tree.
+At most one log key and one model-signing key are active at a time.
 The trust file is written before the key event commits: a crash in between leaves the change
 in effect but unlogged, never a log signed by a key the trust file does not list.
 """
@@ -15,28 +17,35 @@ from __future__ import annotations
 
 import base64
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from evidence.entry import rfc3339
-from evidence.errors import ConfigError, InputError
+from evidence.errors import ConfigError, InputError, TrustError
 from evidence.keys import (
+    ModelSigningKey,
     Signer,
     TrustIndex,
     find_key,
     keyid_of,
+    load_model_signing_key,
     load_private_key,
     load_trust,
     save_trust,
     utc_now,
     write_private_key,
 )
+from evidence.model_signature import ModelSigner
 from evidence.note import check_key_name
 from evidence.store import AppendResult, Store
 from schemas.key_event import KEY_EVENT, KeyEvent
 from schemas.statement import STATEMENT_TYPE
-from schemas.trust import KeyStatus, TrustedKey, TrustFile
+from schemas.trust import KeyRole, KeyStatus, TrustedKey, TrustFile
+
+RotatableRole = Literal["log", "model-signing"]
+CREATE_MODEL_KEY = "annex keys create --role model-signing"
 
 
 @dataclass
@@ -98,6 +107,40 @@ class Home:
     def _key_file(self, keyid: str) -> Path:
         return self.keys_dir / f"{keyid}.pem"
 
+    # -- model releases -----------------------------------------------------------------------
+
+    def model_signer(self) -> ModelSigner:
+        """The active model-signing key, loaded once to check the passphrase and the file.
+
+        Refuses (TrustError) when no model-signing key is active: none made yet, or the last
+        one retired or revoked.
+        """
+        trusted = active_key(self.trust().trust, "model-signing")
+        path = self._key_file(trusted.keyid)
+        key = load_model_signing_key(path, trusted.name, self.passphrase)
+        if key.keyid != trusted.keyid:
+            raise ConfigError(f"key file {path} holds another key")
+        return ModelSigner(trusted, path, self.passphrase)
+
+    def append_release(self, keyid: str, statement: Mapping[str, Any]) -> int:
+        """Logs a release signed by model-signing key `keyid`, if it is still active; its index.
+
+        The check runs inside the sequencer lock, so a key revoked while the model was being
+        signed cannot slip a release into the log after its revocation.
+        """
+
+        def build(size: int) -> list[Mapping[str, Any]]:
+            key = find_key(self.trust().trust, keyid)
+            if key.status != "active":
+                raise TrustError(
+                    f"model-signing key {key.keyid[:16]} ({key.name}) was {key.status} at "
+                    f"entry {key.valid_until_size} while the model was signed: nothing logged"
+                )
+            return [statement]
+
+        with self.open_store(write=True) as store:
+            return store.append_locked(build).first_index
+
     # -- opening and creating -----------------------------------------------------------------
 
     def open_store(self, *, write: bool = False) -> Store:
@@ -113,9 +156,15 @@ class Home:
             )
         return store
 
-    def init(self, origin: str) -> AppendResult:
-        """Creates the directory, the database, the first key and the trust file."""
+    def init(self, origin: str, *, model_signing_name: str | None = None) -> AppendResult:
+        """Creates the directory, the database, the first key and the trust file.
+
+        With `model_signing_name`, also a model-signing key of that name, logged right after
+        the log key (entries 0 and 1); without, the log holds the one key event at entry 0.
+        """
         check_key_name(origin)
+        if model_signing_name is not None:
+            check_key_name(model_signing_name)
         if self.trust_path.exists():
             raise ConfigError(f"{self.path} is already an Annex data directory")
         created = not self.path.exists()
@@ -126,10 +175,12 @@ class Home:
             store = Store.create(self.db_url, origin, keys=self)
             signer = Signer.generate(origin)
             write_private_key(self._key_file(signer.keyid), signer, self.passphrase)
-            first = signer.trusted_key(role="log", from_size=0)
-            save_trust(self.trust_path, TrustFile(origin=origin, keys=(first,)))
+            keys = [signer.trusted_key(role="log", from_size=0)]
+            if model_signing_name is not None:
+                keys.append(self._new_model_key(model_signing_name, 1))
+            save_trust(self.trust_path, TrustFile(origin=origin, keys=tuple(keys)))
             with store:
-                return store.append_locked(lambda size: [key_event("created", first)])
+                return store.append_locked(lambda size: [key_event("created", k) for k in keys])
         except BaseException:
             if created:
                 shutil.rmtree(self.path, ignore_errors=True)
@@ -137,12 +188,14 @@ class Home:
 
     # -- key life -----------------------------------------------------------------------------
 
-    def rotate(self, *, reason: str | None = None) -> tuple[TrustedKey, TrustedKey]:
-        """Retires the active log key and makes a new one; returns (old, new)."""
+    def rotate(
+        self, *, role: RotatableRole = "log", reason: str | None = None
+    ) -> tuple[TrustedKey, TrustedKey]:
+        """Retires the active key of `role` and makes a new one; returns (old, new)."""
         result: list[TrustedKey] = []
 
         def build(size: int) -> list[dict[str, Any]]:
-            old, new = self._rotate_at(size, reason)
+            old, new = self._rotate_at(size, reason, role)
             result.extend((old, new))
             return [key_event("rotated", new, previous=old, reason=reason)]
 
@@ -150,15 +203,48 @@ class Home:
             store.append_locked(build)
         return result[0], result[1]
 
-    def _rotate_at(self, size: int, reason: str | None) -> tuple[TrustedKey, TrustedKey]:
+    def _rotate_at(
+        self, size: int, reason: str | None, role: RotatableRole = "log"
+    ) -> tuple[TrustedKey, TrustedKey]:
         trust = self.trust().trust
-        old = active_log_key(trust)
-        signer = Signer.generate(trust.origin)
-        write_private_key(self._key_file(signer.keyid), signer, self.passphrase)
-        new = signer.trusted_key(role="log", from_size=size)
+        old = active_key(trust, role)
+        if role == "log":
+            signer = Signer.generate(trust.origin)
+            write_private_key(self._key_file(signer.keyid), signer, self.passphrase)
+            new = signer.trusted_key(role="log", from_size=size)
+        else:
+            new = self._new_model_key(old.name, size)
         ended = _end(old, "retired", size, reason)
         self._save(trust, [ended, new])
         return ended, new
+
+    def _new_model_key(self, name: str, size: int) -> TrustedKey:
+        """A new model-signing key: its private key file written, its trust entry returned."""
+        key = ModelSigningKey.generate(name)
+        write_private_key(self._key_file(key.keyid), key, self.passphrase)
+        return key.trusted_key(from_size=size)
+
+    def create_model_signing_key(self, name: str) -> TrustedKey:
+        """Makes the model-signing key, refusing while another is active (rotate that one)."""
+        check_key_name(name)
+        created: list[TrustedKey] = []
+
+        def build(size: int) -> list[dict[str, Any]]:
+            trust = self.trust().trust
+            active = [k for k in trust.keys if k.role == "model-signing" and k.status == "active"]
+            if active:
+                raise InputError(
+                    f"model-signing key {active[0].keyid[:16]} ({active[0].name}) is active: "
+                    "replace it with `annex keys rotate --role model-signing`"
+                )
+            key = self._new_model_key(name, size)
+            self._save(trust, [key])
+            created.append(key)
+            return [key_event("created", key)]
+
+        with self.open_store(write=True) as store:
+            store.append_locked(build)
+        return created[0]
 
     def revoke(self, keyid: str, *, reason: str | None = None) -> TrustedKey:
         """Ends a key's validity now; the active log key is first replaced by a new one."""
@@ -212,11 +298,37 @@ class Home:
         save_trust(self.trust_path, TrustFile(origin=trust.origin, keys=tuple(keys)))
 
 
+def default_model_signing_name(origin: str) -> str:
+    """The model-signing key's name when none is given: the log's origin, suffixed."""
+    return f"{origin}/model-signing"
+
+
 def active_log_key(trust: TrustFile) -> TrustedKey:
-    active = [k for k in trust.keys if k.role == "log" and k.status == "active"]
-    if len(active) != 1:
+    return active_key(trust, "log")
+
+
+def active_key(trust: TrustFile, role: KeyRole) -> TrustedKey:
+    """The one active key of `role`: exactly one log key; one model-signing key, if any."""
+    active = [k for k in trust.keys if k.role == role and k.status == "active"]
+    if role == "log" and len(active) != 1:
         raise ConfigError(f"the trust file must list exactly one active log key, not {len(active)}")
+    if len(active) > 1:
+        raise ConfigError(f"the trust file lists {len(active)} active {role} keys, not one")
+    if not active:
+        raise TrustError(_no_active(trust, role))
     return active[0]
+
+
+def _no_active(trust: TrustFile, role: KeyRole) -> str:
+    ended = [k for k in trust.keys if k.role == role]
+    if not ended:
+        return f"there is no {role} key: create one with `{CREATE_MODEL_KEY}`"
+    last = ended[-1]
+    why = f" ({last.reason})" if last.reason else ""
+    return (
+        f"no {role} key is active: {last.keyid[:16]} ({last.name}) is {last.status}{why}; "
+        f"create a new one with `{CREATE_MODEL_KEY}`"
+    )
 
 
 def _end(key: TrustedKey, status: KeyStatus, size: int, reason: str | None) -> TrustedKey:
@@ -244,6 +356,7 @@ def key_event(
         keyid=key.keyid,
         name=key.name,
         role=key.role,
+        algorithm=key.algorithm,
         publicKey=key.public_key,
         validFromSize=key.valid_from_size,
         validUntilSize=key.valid_until_size,

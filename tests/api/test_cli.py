@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from evidence.canonical import canonical_bytes
@@ -86,26 +87,34 @@ def latest_note(home: Path) -> str:
 def test_init_creates_private_directory_key_and_trust_file(
     tmp_path: Path, annex_at: AnnexAt
 ) -> None:
-    """README: directory 0700, PEM 0600, a trust file with the one active log key."""
+    """README: directory 0700, PEMs 0600, a trust file with the log and model-signing keys."""
     target = tmp_path / "data"
     result = annex_at(target)("init", "--origin", "example.com/ai-log")
     assert result.code == 0, result
     trust = json.loads((target / "trust.json").read_text())
     assert trust["version"] == 1 and trust["origin"] == "example.com/ai-log"
-    [key] = trust["keys"]
+    key, model_key = trust["keys"]
     public = base64.b64decode(key["public_key"])
     assert key["keyid"] == hashlib.sha256(public).hexdigest()
     assert (key["name"], key["role"], key["status"]) == ("example.com/ai-log", "log", "active")
     assert (key["valid_from_size"], key["valid_until_size"]) == (0, None)
+    assert (model_key["role"], model_key["algorithm"], model_key["valid_from_size"]) == (
+        "model-signing",
+        "ecdsa-p256-sha256",
+        1,
+    )
     assert result.out.splitlines() == [
         f"initialised {target}",
         "  log origin  example.com/ai-log",
         f"  log key     {key['keyid']}",
+        f"  model key   {model_key['keyid']}  (EC P-256, signs model releases)",
         f"  trust file  {target / 'trust.json'}  (give this to auditors)",
     ]
     pem = target / "keys" / f"{key['keyid']}.pem"
-    assert [p.name for p in (target / "keys").iterdir()] == [pem.name]
+    model_pem = target / "keys" / f"{model_key['keyid']}.pem"
+    assert sorted(p.name for p in (target / "keys").iterdir()) == sorted([pem.name, model_pem.name])
     assert (mode(target), mode(target / "keys"), mode(pem)) == (0o700, 0o700, 0o600)
+    assert mode(model_pem) == 0o600
     private = serialization.load_pem_private_key(pem.read_bytes(), None)
     assert isinstance(private, Ed25519PrivateKey)
     raw = private.public_key().public_bytes(
@@ -124,12 +133,18 @@ def test_init_json_and_the_key_event_at_entry_0(tmp_path: Path, annex_at: AnnexA
     assert data["database"] == f"sqlite:///{target / 'annex.db'}"
     assert data["origin"] == "x.example/log"
     assert data["trust_file"] == str(target / "trust.json")
-    assert data["checkpoint"].startswith("x.example/log\n1\n")
+    assert data["checkpoint"].startswith("x.example/log\n2\n")
     shown = run.fast("show", "0", "--json").json()
     assert shown["predicate_type"] == "https://annex.dev/predicates/key-event/v1"
     assert shown["keyid"] == data["keyid"]
     assert shown["statement"]["predicate"]["event"] == "created"
     assert shown["statement"]["predicate"]["keyid"] == data["keyid"]
+    model = run.fast("show", "1", "--json").json()["statement"]["predicate"]
+    assert (model["event"], model["role"], model["keyid"]) == (
+        "created",
+        "model-signing",
+        data["model_signing_keyid"],
+    )
 
 
 def test_init_twice_is_refused(tmp_path: Path, annex_at: AnnexAt) -> None:
@@ -159,14 +174,18 @@ def test_init_rejects_bad_origin(origin: str, tmp_path: Path, annex_at: AnnexAt)
 
 
 def test_init_with_passphrase_encrypts_the_key(tmp_path: Path, annex_at: AnnexAt) -> None:
-    """README: the PEM is encrypted when ANNEX_KEY_PASSPHRASE is set."""
+    """README: the PEMs are encrypted when ANNEX_KEY_PASSPHRASE is set."""
     target = tmp_path / "data"
     result = annex_at(target).with_env(ANNEX_KEY_PASSPHRASE=PASSPHRASE)("init")
     assert result.code == 0, result
-    [pem] = (target / "keys").iterdir()
-    assert b"ENCRYPTED" in pem.read_bytes().split(b"\n", 1)[0]
-    loaded = serialization.load_pem_private_key(pem.read_bytes(), PASSPHRASE.encode())
-    assert isinstance(loaded, Ed25519PrivateKey)
+    kinds = []
+    for pem in (target / "keys").iterdir():
+        assert b"ENCRYPTED" in pem.read_bytes().split(b"\n", 1)[0]
+        loaded = serialization.load_pem_private_key(pem.read_bytes(), PASSPHRASE.encode())
+        kinds.append(type(loaded))
+    assert len(kinds) == 2
+    assert any(issubclass(k, Ed25519PrivateKey) for k in kinds)
+    assert any(issubclass(k, ec.EllipticCurvePrivateKey) for k in kinds)
 
 
 def test_append_needs_the_passphrase(
@@ -866,7 +885,8 @@ def test_keys_list(template: Template, annex: Annex) -> None:
     human = annex("keys", "list")
     assert human.code == 0, human
     assert re.fullmatch(
-        rf"{key['keyid'][:16]}  log\s+active\s+entries 0\.\.\s+since [\d-]+ [\d:]+  {ORIGIN}\n",
+        rf"{key['keyid'][:16]}  log\s+ed25519\s+active\s+entries 0\.\.\s+since [\d-]+ [\d:]+  "
+        rf"{ORIGIN}\n",
         human.out,
     )
     data = annex.fast("keys", "list", "--json").json()
