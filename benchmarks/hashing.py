@@ -88,7 +88,7 @@ def model_signing(root: Path) -> dict[str, str]:
 
 
 def one_process(root: Path) -> dict[str, str]:
-    """hashlib on one thread, one file after another, 8 MiB reads into one buffer."""
+    """hashlib on one thread, one file after another, reads of CHUNK_BYTES into one buffer."""
     buffer = bytearray(CHUNK_BYTES)
     view = memoryview(buffer)
     digests = {}
