@@ -107,6 +107,8 @@ def describe(
         if adapter_file is None
         else read_adapter_config(root / adapter_file.path, adapter_file.sha256)
     )
+    if not (name or root.name):
+        raise CollectorError(f"{root} has no name of its own: give the model a name")
     weights = read_weights(root, manifest)
     predicate = ModelManifestPredicate(
         observed_at=rfc3339(now or utc_now()),
