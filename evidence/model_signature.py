@@ -142,19 +142,31 @@ class ModelSigner:
 
 def write_signature(path: Path, bundle: bytes) -> None:
     """Replaces `path` atomically (temporary file, fsync, rename): the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp: Path | None = None
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            os.write(fd, bundle)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), 0o644)  # a signature is public; mkstemp makes 0600
+            out.write(bundle)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, path)
+        tmp = None
+        _fsync_directory(path.parent)
     except OSError as exc:
         raise InputError(f"cannot write the signature file {path}: {exc.strerror}") from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def release_statement(
