@@ -14,6 +14,9 @@ model-signing's EC signer reads its key from a PEM file, encrypted or not: it is
 encrypted key file under the data directory and the passphrase, so the decrypted key never
 touches the disk. Its verifier reads files too; it is given the bundle and the public key (both
 public) in a private temporary directory.
+
+model-signing is imported when a model is signed or checked, not with this module: it takes
+about 0.2 s to import, which every other `annex` command would pay.
 """
 
 from __future__ import annotations
@@ -23,12 +26,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
-
-from model_signing import manifest as ms_manifest
-from model_signing._hashing.hashing import Digest
-from model_signing._signing import sign_ec_key, sign_sigstore_pb
-from model_signing._signing.signing import Payload
+from typing import TYPE_CHECKING, Any, Literal
 
 from evidence.errors import ConfigError, InputError, VerificationError
 from evidence.keys import public_pem
@@ -42,6 +40,9 @@ from schemas.model import (
 from schemas.statement import STATEMENT_TYPE
 from schemas.trust import TrustedKey
 
+if TYPE_CHECKING:
+    from model_signing import manifest as ms_manifest
+
 # What the bundle says was left out, in a fixed order (model-signing writes a set's order).
 IGNORE_PATHS: tuple[str, ...] = (*sorted(IGNORED_NAMES), SIGNATURE_NAME)
 
@@ -50,6 +51,9 @@ Kind = Literal["model", "adapter"]
 
 def _signing_manifest(manifest: Manifest, model_name: str) -> ms_manifest.Manifest:
     """model-signing's manifest of the same files: file serialization, SHA-256, no symlinks."""
+    from model_signing import manifest as ms_manifest
+    from model_signing._hashing.hashing import Digest
+
     serialization = ms_manifest.SerializationType.from_args(
         {
             "method": "files",
@@ -74,6 +78,9 @@ def sign_manifest(
 
     `key_file` is a PEM EC private key (P-256), encrypted with `passphrase` when one is given.
     """
+    from model_signing._signing import sign_ec_key, sign_sigstore_pb
+    from model_signing._signing.signing import Payload
+
     try:
         # model-signing annotates the password as str, but hands it to `cryptography`, which
         # takes bytes only (its own CLI fails on an encrypted key for that reason).
@@ -92,6 +99,8 @@ def verify_signature(bundle: bytes, manifest: Manifest, public_key_pem: str) -> 
     Raises VerificationError when the signature does not verify with the key, or when the files
     it lists (names or digests) differ from the manifest's.
     """
+    from model_signing._signing import sign_ec_key, sign_sigstore_pb
+
     with tempfile.TemporaryDirectory(prefix="annex-verify-") as scratch:
         key_path, sig_path = Path(scratch) / "key.pub", Path(scratch) / SIGNATURE_NAME
         key_path.write_text(public_key_pem, encoding="utf-8")
