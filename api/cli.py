@@ -383,6 +383,9 @@ RoleOpt = Annotated[
     str,
     typer.Option("--role", help="log (the key that signs the log) or model-signing."),
 ]
+CreateRoleOpt = Annotated[
+    str, typer.Option("--role", help="model-signing: the only role this command makes.")
+]
 
 
 def _rotatable(role: str) -> Literal["log", "model-signing"]:
@@ -395,7 +398,7 @@ def _rotatable(role: str) -> Literal["log", "model-signing"]:
 
 @command(keys_app, "create")
 def keys_create(
-    role: RoleOpt = "model-signing",
+    role: CreateRoleOpt = "model-signing",
     name: Annotated[
         str | None, typer.Option(help="Key name (default: ORIGIN/model-signing).")
     ] = None,

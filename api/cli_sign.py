@@ -9,6 +9,7 @@ after the append says so (the log entry stands; signing again makes a new releas
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -127,10 +128,10 @@ def verify_commands(release: Release) -> list[str]:
     """What a user runs to check the signature without Annex."""
     keyid = release.signer.key.keyid[:16]
     public = "model-signing.pub"
+    directory, signature = shlex.quote(str(release.directory)), shlex.quote(str(release.signature))
     return [
         f"annex keys export-public {keyid} > {public}",
-        f"model_signing verify key {release.directory} --public_key {public} "
-        f"--signature {release.signature}",
+        f"model_signing verify key {directory} --public_key {public} --signature {signature}",
     ]
 
 
