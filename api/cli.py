@@ -510,11 +510,7 @@ def demo(
 
 
 # Command modules register their commands on the shared apps (api/cli_base.py) when imported.
-# One line each, in alphabetical order.
-from api import cli_gate  # noqa: E402, F401
-from api import cli_gpu  # noqa: E402, F401
-from api import cli_models  # noqa: E402, F401
-from api import cli_sign  # noqa: E402, F401
+from api import cli_gate, cli_gpu, cli_models, cli_sign  # noqa: E402, F401
 
 
 def main() -> None:
