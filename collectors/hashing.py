@@ -2,9 +2,10 @@
 
 SHA-256 of one file is sequential, so the parallelism is across files: one worker thread per
 core takes the largest file not yet started (hashlib releases the GIL while it hashes a large
-buffer). Each worker reads into one fixed buffer (CHUNK_BYTES) and asks the kernel to read the
-next window ahead while it hashes the current one, so reading and hashing overlap even on a cold
-page cache. Memory stays at workers x CHUNK_BYTES whatever the model's size.
+buffer). Each worker reads into one fixed buffer (CHUNK_BYTES); once a read shows that a file is
+not in the page cache, it asks the kernel to read the next window ahead while it hashes the
+current one, so reading and hashing overlap on a cold cache too. Memory stays at
+workers x CHUNK_BYTES whatever the model's size.
 
 A file that changes while it is hashed (its size, times or inode differ after the read from
 what the walk saw) is an error, never a digest of a state that did not exist. With a HashCache,
@@ -19,6 +20,7 @@ import contextlib
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from schemas.model import Manifest, ManifestFile
 # still in the CPU cache when it is hashed (8 MiB chunks measured about 5% slower, warm).
 CHUNK_BYTES = 2 << 20
 READ_AHEAD_BYTES = 16 << 20  # asked of the kernel (posix_fadvise WILLNEED), not held by us
+SLOW_READ_NS = 1_000_000  # a read of one chunk this slow waited for the device: the file is cold
 _POLL_SECONDS = 0.1
 
 Progress = Callable[[int, int], None]
@@ -72,12 +75,13 @@ def _read_and_hash(
 ) -> str:
     hasher = hashlib.sha256()
     view = memoryview(buffer)
-    done = asked = 0
+    ahead = _ReadAhead(fd, file.size)
+    done = 0
     while True:
-        if asked < min(done + READ_AHEAD_BYTES, file.size):  # each byte asked for once
-            _advise(fd, asked, done + READ_AHEAD_BYTES - asked)
-            asked = done + READ_AHEAD_BYTES
+        ahead.ask(done)
+        started = time.perf_counter_ns()
         got = os.readv(fd, [view])
+        ahead.timed(time.perf_counter_ns() - started)
         if got == 0:
             break
         hasher.update(view[:got])
@@ -93,12 +97,31 @@ def _read_and_hash(
     return hasher.hexdigest()
 
 
-def _advise(fd: int, offset: int, length: int) -> None:
-    """Asks the kernel to read a window ahead while we hash; harmless where unsupported."""
-    if not hasattr(os, "posix_fadvise"):
-        return
-    with contextlib.suppress(OSError):
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+@dataclass
+class _ReadAhead:
+    """Asks the kernel to read ahead (posix_fadvise WILLNEED), once a read shows the file is cold.
+
+    A file already in the page cache gains nothing from the hint and pays for the kernel's walk
+    over its pages, so hints start only after a read had to wait for the device; from then on
+    each byte of the window ahead is asked for once.
+    """
+
+    fd: int
+    size: int
+    cold: bool = False
+    asked: int = 0
+
+    def timed(self, nanoseconds: int) -> None:
+        self.cold = self.cold or nanoseconds > SLOW_READ_NS
+
+    def ask(self, done: int) -> None:
+        until = min(done + READ_AHEAD_BYTES, self.size)
+        if not self.cold or self.asked >= until or not hasattr(os, "posix_fadvise"):
+            return
+        start = max(self.asked, done)
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(self.fd, start, until - start, os.POSIX_FADV_WILLNEED)
+        self.asked = until
 
 
 @dataclass

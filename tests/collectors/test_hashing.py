@@ -69,8 +69,14 @@ def test_one_changed_byte_changes_the_digest(tmp_path: Path) -> None:
     assert after.by_path()["a/b"].sha256 != before.by_path()["a/b"].sha256
 
 
-def test_reads_across_chunk_boundaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("cold", [False, True], ids=["warm", "read-ahead"])
+def test_reads_across_chunk_boundaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cold: bool
+) -> None:
     monkeypatch.setattr(hashing, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(hashing, "READ_AHEAD_BYTES", 3 * 4096)
+    if cold:  # every read counts as slow: the read-ahead path runs from the first chunk
+        monkeypatch.setattr(hashing, "SLOW_READ_NS", -1)
     sizes = [0, 1, 4095, 4096, 4097, 3 * 4096, 3 * 4096 + 1]
     files = {f"f{n}": os.urandom(n) for n in sizes}
     manifest = build_manifest(tree_of(tmp_path / "m", files))
