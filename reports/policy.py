@@ -79,7 +79,7 @@ def requirement_of(node: RequirementNode) -> Requirement:
     if node.any_of is not None:
         return AnyOf(tuple(requirement_of(n) for n in node.any_of))
     if node.signed is not None:
-        return Signed()
+        return Signed(node.signed.signature_file)
     if node.eval is not None:
         spec = node.eval
         return EvalResult(spec.task, spec.metric, spec.min, spec.max, spec.max_age_days)

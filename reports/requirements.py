@@ -15,9 +15,10 @@ from pydantic import BaseModel, ValidationError
 
 from evidence.entry import Entry
 from evidence.errors import VerificationError
-from evidence.keys import TrustIndex, entry_window
+from evidence.keys import TrustIndex, entry_window, public_pem
+from evidence.model_signature import verify_signature
 from reports.gate import GateContext, Outcome, Proven
-from schemas.model import MODEL_RELEASE, Manifest, ModelReleasePredicate
+from schemas.model import MODEL_RELEASE, SIGNATURE_NAME, Manifest, ModelReleasePredicate
 from schemas.policy import (
     DATASET_LINEAGE,
     EVAL_RUN,
@@ -66,13 +67,16 @@ class Signed:
     signed checkpoint); its signed manifest must equal the manifest just computed from disk; its
     `signingKeyid` must be a model-signing key of the trust file that is not revoked (whenever it
     was revoked: a leaked key taints what it signed before the leak was known) and was valid at
-    the release's index (a key retired by rotation keeps its earlier releases).
+    the release's index (a key retired by rotation keeps its earlier releases). A model.sig
+    beside the files must verify with that key over these files; `signature_file` requires one.
     """
 
+    signature_file: bool = False
     rule: ClassVar[str] = "signed"
 
     def describe(self) -> str:
-        return "a trusted release in the log over the files on disk"
+        text = "a trusted release in the log over the files on disk"
+        return text + (f", with a valid {SIGNATURE_NAME}" if self.signature_file else "")
 
     def evaluate(self, context: GateContext) -> Outcome:
         problems: list[str] = []
@@ -81,13 +85,14 @@ class Signed:
             try:
                 release = _release(proven, context.digest)
                 key = _signing_key(release, proven.index, context.trust)
+                bundle = _check_bundle(context, key, proven.index, required=self.signature_file)
             except VerificationError as exc:
                 problems.append(str(exc))
                 continue
             reason = (
                 f"release entry {proven.index} ({release.name}, approved by "
                 f"{release.approved_by}) signed by {key.name} {key.keyid[:16]}; "
-                f"{len(context.manifest.files)} files match"
+                f"{len(context.manifest.files)} files match; {bundle}"
             )
             return Outcome(self.rule, self.describe(), True, reason, (proven.index,))
         if problems:
@@ -97,7 +102,7 @@ class Signed:
 
     def _unsigned(self, context: GateContext) -> Outcome:
         """No release names this manifest: compare with the newest release of the same name."""
-        name = f"{context.kind}:{context.directory.name}"
+        name = f"{context.kind}:{context.directory.resolve().name}"
         head = f"no release in the log matches the files on disk ({context.subject})"
         for proven in context.proven(context.find(MODEL_RELEASE, subject_name=name), []):
             try:
@@ -109,6 +114,27 @@ class Signed:
             return Outcome(self.rule, self.describe(), False, reason, (proven.index,), files)
         reason = f"{head}: sign them with `annex sign model {context.directory}`"
         return Outcome(self.rule, self.describe(), False, reason)
+
+
+def _check_bundle(context: GateContext, key: TrustedKey, index: int, *, required: bool) -> str:
+    """Checks DIR/model.sig, when there is one, with the release's key over the disk manifest."""
+    path = context.directory / SIGNATURE_NAME
+    if not path.is_file():
+        if required:
+            raise VerificationError(
+                f"entry {index}: no {SIGNATURE_NAME} beside the files, and the policy asks for one",
+                index=index,
+            )
+        return f"no {SIGNATURE_NAME} beside the files (the log entry vouches alone)"
+    try:
+        bundle = path.read_bytes()
+    except OSError as exc:
+        raise VerificationError(f"cannot read {path}: {exc.strerror}", index=index) from None
+    try:
+        verify_signature(bundle, context.manifest, public_pem(key))
+    except VerificationError as exc:
+        raise VerificationError(f"entry {index}: {SIGNATURE_NAME}: {exc}", index=index) from None
+    return f"{SIGNATURE_NAME} verifies with that key"
 
 
 def _release(proven: Proven, digest: str) -> ModelReleasePredicate:

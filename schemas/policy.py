@@ -58,8 +58,11 @@ class _Spec(BaseModel):
 class SignedSpec(_Spec):
     """A release of these exact files: logged, proven, by a trusted, unrevoked model-signing key.
 
-    No options yet: the mapping stays so that options can come without a format change.
+    A model.sig beside the files is always checked; `signature_file: true` also requires one
+    (for models handed on with their OpenSSF Model Signing bundle).
     """
+
+    signature_file: bool = False
 
 
 class EvalSpec(_Spec):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -264,3 +265,70 @@ def test_no_data_directory_is_exit_2(model: Path, annex_at: Callable[[Path], Ann
     done = annex_at(model.parent / "nowhere").fast("gate", model)
     assert done.code == 2
     assert "annex init" in done.err
+
+
+# -- end to end with `annex sign model` ----------------------------------------------------------
+
+
+def forge_bundle(bundle: dict[str, Any]) -> dict[str, Any]:
+    """The bundle with its signed payload claiming another digest for the first file."""
+    envelope = bundle["dsseEnvelope"]
+    payload = json.loads(base64.b64decode(envelope["payload"]))
+    resource = payload["predicate"]["resources"][0]
+    resource["digest"] = ("0" if resource["digest"][0] != "0" else "1") + resource["digest"][1:]
+    envelope["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+    return bundle
+
+
+def test_sign_then_gate_end_to_end(tmp_path: Path, annex_at: Callable[[Path], Annex]) -> None:
+    """What a release pipeline does: init, sign, gate; then what an attacker might change."""
+    annex = annex_at(tmp_path / "home")
+    assert annex("init").code == 0
+    model = write_base_model(tmp_path / "support-7b")
+    signed = annex("sign", "model", model, "--approver", "release-manager")
+    assert signed.code == 0, signed.err
+    passed = annex("gate", model, "--json")
+    assert passed.code == 0, passed.out
+    reason = passed.json()["requirements"]["reason"]
+    assert "model.sig verifies with that key" in reason
+    assert "approved by release-manager" in reason
+
+    # A model.sig that does not sign these files fails, even though the log entry is fine.
+    bundle = model / "model.sig"
+    original = bundle.read_bytes()
+    bundle.write_text(json.dumps(forge_bundle(json.loads(original))))
+    forged = annex.fast("gate", model, "--json")
+    assert forged.code == 1
+    why = forged.json()["failures"][0]["reason"]
+    assert "model.sig: the model signature does not verify" in why
+
+    # Without model.sig the logged release vouches alone, unless the policy asks for the file.
+    bundle.unlink()
+    assert annex.fast("gate", model).code == 0
+    strict = write_policy(tmp_path, "version: 1\nrequire:\n  signed: {signature_file: true}\n")
+    refused = annex.fast("gate", model, "--policy", strict, "--json")
+    assert refused.code == 1
+    assert "no model.sig beside the files" in refused.json()["failures"][0]["reason"]
+    bundle.write_bytes(original)
+    assert annex.fast("gate", model, "--policy", strict).code == 0
+
+    # One changed byte in the weights fails, in a real process.
+    weights = model / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x80
+    weights.write_bytes(bytes(data))
+    changed = annex("gate", model)
+    assert changed.code == 1
+    assert "FAIL:" in changed.out
+
+
+def test_a_revoked_key_fails_the_gate(tmp_path: Path, annex_at: Callable[[Path], Annex]) -> None:
+    annex = annex_at(tmp_path / "home")
+    assert annex.fast("init").code == 0
+    model = write_base_model(tmp_path / "demo")
+    assert annex.fast("sign", "model", model).code == 0
+    keyid = model_signing_key(Home(tmp_path / "home"))
+    assert annex.fast("keys", "revoke", keyid[:16], "--reason", "leaked").code == 0
+    done = annex.fast("gate", model, "--json")
+    assert done.code == 1
+    assert "is revoked (leaked)" in done.json()["failures"][0]["reason"]

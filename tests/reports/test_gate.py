@@ -167,7 +167,7 @@ def test_an_entry_signed_by_a_key_outside_the_trust_file_fails(
     verdict = judge(home, signed_model, Signed(), trust=other.trust())
     assert not verdict.passed
     assert "no trusted release of these files" in verdict.outcome.reason
-    assert "checkpoint" in verdict.outcome.reason
+    assert "not signed by a trusted key" in verdict.outcome.reason
 
 
 def test_a_release_rewritten_in_the_database_fails(
@@ -401,3 +401,17 @@ def test_empty_composites_are_refused() -> None:
         AllOf(())
     with pytest.raises(ValueError, match="nothing"):
         AnyOf(())
+
+
+def test_a_rotated_signing_key_keeps_its_earlier_releases(
+    home: Home, model: Path, keyid: str, tmp_path: Path
+) -> None:
+    release(home, model, keyid)
+    home.rotate(role="model-signing", reason="yearly")
+    assert judge(home, model, Signed()).passed
+    late = write_base_model(tmp_path / "late", seed=9)
+    index = release(home, late, keyid)  # logged after the key was retired
+    verdict = judge(home, late, Signed())
+    assert not verdict.passed
+    assert f"entry {index}: signing key {keyid[:16]}" in verdict.outcome.reason
+    assert "was not valid at that position" in verdict.outcome.reason

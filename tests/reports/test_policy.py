@@ -42,7 +42,12 @@ def test_the_documented_policy_becomes_composed_requirement_values() -> None:
 
 
 def test_no_policy_means_a_signed_release() -> None:
-    assert isinstance(default_requirement(), Signed)
+    assert default_requirement() == Signed(signature_file=False)
+
+
+def test_a_policy_may_require_the_signature_file() -> None:
+    policy = parse_policy("version: 1\nrequire: {signed: {signature_file: true}}\n", source="p")
+    assert requirement_of(policy.require) == Signed(signature_file=True)
 
 
 @pytest.mark.parametrize(
