@@ -95,7 +95,8 @@ def _print_verdict(verdict: Verdict, console: Console) -> None:
     failed = verdict.failures()
     if failed:
         table = Table(title=f"failed requirements ({verdict.policy})", show_lines=True)
-        table.add_column("requirement", overflow="fold")
+        widest = max(len(f.path) for f in failed)
+        table.add_column("requirement", overflow="fold", min_width=min(widest, 48))
         table.add_column("reason", overflow="fold")
         for f in failed:
             table.add_row(f"{f.path}\n{f.outcome.requirement}", f.outcome.reason)

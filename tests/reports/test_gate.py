@@ -415,3 +415,21 @@ def test_a_rotated_signing_key_keeps_its_earlier_releases(
     assert not verdict.passed
     assert f"entry {index}: signing key {keyid[:16]}" in verdict.outcome.reason
     assert "was not valid at that position" in verdict.outcome.reason
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_home(request: pytest.FixtureRequest, tmp_path: Path) -> Home:
+    """A home on each database: the gate reads through the store, never SQL of its own."""
+    url = request.getfixturevalue("pg_database") if request.param == "postgres" else None
+    h = Home(tmp_path / "annex-db", url)
+    h.init("test.example/log")
+    return h
+
+
+def test_the_gate_reads_both_databases(any_home: Home, model: Path) -> None:
+    keyid = model_signing_key(any_home)
+    index = release(any_home, model, keyid)
+    append(any_home, eval_run(model, {"mmlu": {"acc,none": 0.7}}), inventory("fra-1", days=1))
+    verdict = judge(any_home, model, AllOf((Signed(), MMLU, GpuInventory(7, "fra-1"))))
+    assert verdict.passed, verdict.failures()
+    assert verdict.outcome.entries == (index, index + 1, index + 2)
