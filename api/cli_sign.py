@@ -10,6 +10,7 @@ after the append says so (the log entry stands; signing again makes a new releas
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,9 +19,12 @@ import typer
 
 from api.cli_base import HomeOpt, JsonOpt, command, open_home, sign_app
 from api.output import print_json, progress_bar, stdout
+from collectors.formats import ADAPTER_CONFIG_NAME, read_adapter_config
 from collectors.hashing import build_manifest
+from collectors.models import BaseRef, find_base
 from evidence.entry import rfc3339
 from evidence.errors import CollectorError, InputError
+from evidence.home import Home
 from evidence.keys import utc_now
 from evidence.model_signature import ModelSigner, release_statement, write_signature
 from reports.gate import directory_kind
@@ -63,16 +67,39 @@ def sign_model_command(
     Every file is read again. The signature file verifies with the OpenSSF model-signing tool:
     model_signing verify key DIR --public_key PEM --signature DIR/model.sig
     """
+    with progress_bar("hashing", enabled=not json_out) as progress:
+        done = sign_release(
+            open_home(home),
+            directory,
+            name=name,
+            approver=approver,
+            note=note,
+            signature=signature,
+            progress=progress,
+        )
+    _report(done, json_out)
+
+
+def sign_release(
+    target: Home,
+    directory: Path,
+    *,
+    name: str | None = None,
+    approver: str | None = None,
+    note: str | None = None,
+    signature: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Release:
+    """Hashes every file, logs the release, then writes the signature file."""
     _check_directory(directory)
     sig_path = signature_path(directory, signature)
-    target = open_home(home)
     with target.open_store(write=True):
         pass  # the log key and its passphrase are checked before any file is read
     signer = target.model_signer()
-    with progress_bar("hashing", enabled=not json_out) as progress:
-        manifest = build_manifest(directory, cache=None, full=True, progress=progress)
+    manifest = build_manifest(directory, cache=None, full=True, progress=progress)
     label = name or directory.resolve().name
     kind = directory_kind(directory)
+    base = _logged_base(target, directory, manifest) if kind == "adapter" else None
     bundle = signer.sign(manifest, label)
     statement = release_statement(
         manifest,
@@ -83,6 +110,7 @@ def sign_model_command(
         signing_keyid=signer.key.keyid,
         bundle=bundle,
         note=note,
+        base_manifest_digest=None if base is None else base.digest,
     )
     index = target.append_release(signer.key.keyid, statement)
     try:
@@ -93,8 +121,15 @@ def sign_model_command(
             "`annex sign model` again to sign and write the file anew"
         ) from None
     approved = statement["predicate"]["approvedBy"]
-    done = Release(directory, kind, label, approved, manifest, signer, sig_path, index)
-    _report(done, json_out)
+    return Release(directory, kind, label, approved, manifest, signer, sig_path, index)
+
+
+def _logged_base(target: Home, directory: Path, manifest: Manifest) -> BaseRef | None:
+    """The logged base model an adapter names, so its release records base + adapter."""
+    config = manifest.by_path()[ADAPTER_CONFIG_NAME]
+    adapter = read_adapter_config(directory / config.path, config.sha256)
+    with target.open_store() as store:
+        return find_base(store, adapter.base_model_name)
 
 
 def _check_directory(directory: Path) -> None:

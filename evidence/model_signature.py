@@ -188,11 +188,13 @@ def release_statement(
     signing_keyid: str,
     bundle: bytes,
     note: str | None = None,
+    base_manifest_digest: str | None = None,
 ) -> dict[str, Any]:
     """The MODEL_RELEASE statement: `kind:name` approved, subject the manifest digest.
 
     `signatureDigest` is the SHA-256 of the signature file's bytes, so the log pins the exact
-    bundle that was handed out with the release.
+    bundle that was handed out with the release. An adapter's release names the manifest digest
+    of the base it was bound to in the log, when one is.
     """
     predicate = ModelReleasePredicate(
         observed_at=observed_at,
@@ -202,6 +204,7 @@ def release_statement(
         approved_by=approved_by,
         signing_keyid=signing_keyid,
         signature_digest=hashlib.sha256(bundle).hexdigest(),
+        base_manifest_digest=base_manifest_digest,
         note=note,
     )
     return {

@@ -138,6 +138,23 @@ def test_an_adapter_is_signed_as_an_adapter(annex: Annex, tmp_path: Path) -> Non
     assert (data["kind"], data["subject"]) == ("adapter", "adapter:support-lora")
 
 
+def test_an_adapter_release_names_the_logged_base(annex: Annex, tmp_path: Path) -> None:
+    base = write_base_model(tmp_path / "annex-demo-base")
+    adapter = write_adapter(tmp_path / "support-lora", base_name="annex-demo-base")
+    unbound = annex.fast("sign", "model", adapter, "--json").json()
+    collected = annex.fast("collect", "model", base, "--json")
+    assert collected.code == 0, collected
+    base_digest = collected.json()["statement"]["subject"][0]["digest"]["sha256"]
+    bound = annex.fast("sign", "model", adapter, "--json").json()
+
+    def release(index: int) -> ModelReleasePredicate:
+        shown = annex.fast("show", str(index), "--json").json()
+        return ModelReleasePredicate.model_validate(shown["statement"]["predicate"])
+
+    assert release(unbound["index"]).base_manifest_digest is None  # the base was not logged yet
+    assert release(bound["index"]).base_manifest_digest == base_digest
+
+
 def test_signing_again_replaces_the_file_and_logs_a_new_release(
     annex: Annex, home: Home, model: Path
 ) -> None:
