@@ -27,7 +27,9 @@ from api.cli_base import (
     read_input,
     write_output,
 )
+from api.cli_gpu import site_labels
 from api.output import print_json, progress_bar, stdout
+from api.settings import get_settings
 from evidence.canonical import parse_json
 from evidence.dsse import Envelope
 from evidence.entry import rfc3339
@@ -504,7 +506,9 @@ def demo(
     json_out: JsonOpt = False,
 ) -> None:
     """Build a signed store from built-in example evidence, export a proof and verify it all."""
-    summary = demo_module.run(home.absolute(), say=None if json_out else stdout.print)
+    settings = get_settings(home.absolute())
+    labels = site_labels(settings, site=settings.site or "annex-demo", country=None, operator=None)
+    summary = demo_module.run(home.absolute(), say=None if json_out else stdout.print, site=labels)
     if json_out:
         print_json(summary)
 

@@ -1,8 +1,11 @@
-"""`annex demo`: a signed store built from example evidence, a proof exported, all verified.
+"""`annex demo`: a signed store from real collectors and example evidence, gated and verified.
 
-The example statements describe one made-up deployment (a GPU node, a base model, a LoRA
-adapter, a dataset, an eval run, an inference-log batch and oversight events). Their shapes
-are illustrative until the collectors that produce each kind exist; the log does not care.
+What is real: the GPU inventory of the host the demo runs on (on a host without a GPU, the
+recorded absence, never made-up cards), a small generated model and LoRA adapter (seeded
+safetensors files, api/demo_model.py) collected, bound and signed for release, and two gate runs
+over them. What is illustrative: the dataset, eval-run, inference and oversight statements, whose
+collectors come later; their predicates say so, and they name made-up subjects, never the demo
+model, so no gate can be satisfied by them.
 """
 
 from __future__ import annotations
@@ -15,16 +18,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from api.cli_sign import sign_release
+from api.demo_model import ADAPTER_NAME, BASE_NAME, write_adapter, write_base_model
+from collectors.gpu import collect_gpu
+from collectors.models import BaseRef, collect_model
+from collectors.nvml import load_pynvml
 from evidence.dsse import Envelope
 from evidence.errors import ConfigError
 from evidence.home import Home
 from evidence.note import TlogProof
 from evidence.store import Store
 from evidence.verify import verify_entry, verify_log
+from reports.gate import Verdict, run_gate
+from reports.policy import default_requirement
+from schemas.gpu import SiteLabels
 from schemas.statement import STATEMENT_TYPE, predicate_type
 
 MARKER = ".annex-demo"
 ORIGIN = "demo.annex.invalid/log"
+ILLUSTRATIVE = "illustrative example from `annex demo`; this kind's collector comes later"
+
+Say = Callable[[str], None]
 
 
 def _digest(text: str) -> str:
@@ -36,36 +50,13 @@ def _statement(kind: str, name: str, observed: str, **predicate: Any) -> dict[st
         "_type": STATEMENT_TYPE,
         "subject": [{"name": name, "digest": {"sha256": _digest(name + kind)}}],
         "predicateType": predicate_type(kind),
-        "predicate": {"observedAt": observed, **predicate},
+        "predicate": {"observedAt": observed, "example": ILLUSTRATIVE, **predicate},
     }
 
 
 def example_batches() -> list[list[dict[str, Any]]]:
-    """Three sweeps of evidence, as collectors on one GPU node would log them."""
-    sweep1 = [
-        _statement(
-            "gpu-inventory",
-            "host:gpu-node-01",
-            "2026-11-02T08:00:00Z",
-            selfReported=True,
-            driverVersion="580.65.06",
-            devices=[{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memoryTotalMiB": 81559}],
-        ),
-        _statement(
-            "model-manifest",
-            "model:llama-3.1-8b-instruct",
-            "2026-11-02T08:01:10Z",
-            files=4,
-            totalBytes=16_060_522_496,
-        ),
-        _statement(
-            "adapter",
-            "adapter:cv-screening-lora-r16",
-            "2026-11-02T08:01:40Z",
-            rank=16,
-            alpha=32,
-            baseModel="model:llama-3.1-8b-instruct",
-        ),
+    """Evidence of kinds not collected yet, as later collectors will log it."""
+    lineage = [
         _statement(
             "dataset",
             "dataset:cv-screening-train-2026q3",
@@ -73,8 +64,6 @@ def example_batches() -> list[list[dict[str, Any]]]:
             records=48_210,
             legalBasis="GDPR Art 6(1)(b)",
         ),
-    ]
-    sweep2 = [
         _statement(
             "eval-run",
             "eval:cv-screening-mc-2026-11-02",
@@ -90,7 +79,7 @@ def example_batches() -> list[list[dict[str, Any]]]:
             errors=14,
         ),
     ]
-    sweep3 = [
+    oversight = [
         _statement(
             "oversight-event",
             f"oversight:review-{n}",
@@ -100,7 +89,7 @@ def example_batches() -> list[list[dict[str, Any]]]:
         )
         for n, action in enumerate(["approve", "override", "approve"])
     ]
-    return [sweep1, sweep2, sweep3]
+    return [lineage, oversight]
 
 
 def _prepare(path: Path) -> None:
@@ -112,48 +101,124 @@ def _prepare(path: Path) -> None:
     (path / MARKER).write_text("made by `annex demo`; safe to delete\n")
 
 
-def run(path: Path, say: Callable[[str], None] | None) -> dict[str, Any]:
+def run(path: Path, say: Say | None, *, site: SiteLabels | None = None) -> dict[str, Any]:
     """Builds the demo store under `path` and returns what was done."""
     tell = say or (lambda _msg: None)
     _prepare(path)
     home = Home(path)
-    home.init(ORIGIN)
-    tell(f"created a log at {path} (origin {ORIGIN}) with its first key")
+    home.init(ORIGIN, model_signing_name="demo.annex.invalid/model-signing")
+    tell(f"created a log at {path} (origin {ORIGIN}) with a log key and a model-signing key")
+    gpu = _collect_gpu(home, site or SiteLabels(site="annex-demo"), tell)
+    base, adapter = _collect_models(home, path / "models", tell)
+    base_release = sign_release(home, base, approver="demo release manager")
+    release = sign_release(home, adapter, approver="demo release manager")
+    tell(
+        f"signed both for release: entries {base_release.index} and {release.index}, "
+        f"signature files {base_release.signature.name} beside each"
+    )
     batches = example_batches()
     with home.open_store(write=True) as store:
-        for n, batch in enumerate(batches[:2], start=1):
-            result = store.append(batch)
-            tell(f"sweep {n}: appended entries {result.first_index}..{result.indices[-1]}")
+        result = store.append(batches[0])
+        tell(f"illustrative dataset, eval and inference evidence: entries {_span(result)}")
     old, new = home.rotate(reason="demo: scheduled rotation")
     tell(f"rotated the log key: {old.keyid[:16]} retired, {new.keyid[:16]} active")
     with home.open_store(write=True) as store:
-        result = store.append(batches[2])
-        tell(f"sweep 3: appended entries {result.first_index}..{result.indices[-1]}")
-        exported = _export(store, path / "exports", index=2)
-    tell(f"exported entry 2 with its proof to {exported.envelope_path.parent}")
+        result = store.append(batches[1])
+        tell(f"illustrative oversight events: entries {_span(result)}")
+    passed, failed = _gates(home, adapter, base, tell)
+    with home.open_store() as store:
+        exported = _export(store, path / "exports", index=release.index)
+    tell(f"exported the adapter's release (entry {release.index}) with its proof")
     trust = home.trust()
     report = verify_entry(exported.envelope, exported.proof, trust)
     tell(f"offline check of entry {report.index}: ok (tree size {report.tree_size})")
     with home.open_store() as store:
         log = verify_log(store, trust)
     tell(f"full verification: {log.size} entries, {log.signatures} signatures, ok")
-    tell("")
-    tell("try next:")
-    tell(f"  annex --help; annex log checkpoint --home {path}")
-    tell(
-        f"  annex verify-entry {exported.envelope_path} {exported.proof_path} "
-        f"--trust {path / 'trust.json'}"
-    )
+    _next_steps(path, adapter, exported, tell)
     return {
         "home": str(path),
         "origin": ORIGIN,
         "entries": log.size,
         "signatures_checked": log.signatures,
         "checkpoints_checked": log.checkpoints,
+        "gpu": gpu,
+        "models": {"base": str(base), "adapter": str(adapter)},
+        "releases": {"base": base_release.index, "adapter": release.index},
+        "gate": {"passed": passed.to_json(), "failed": failed.to_json()},
         "exported_envelope": str(exported.envelope_path),
         "exported_proof": str(exported.proof_path),
         "checkpoint": log.latest_checkpoint,
     }
+
+
+def _span(result: Any) -> str:
+    return f"{result.first_index}..{result.indices[-1]}"
+
+
+def _collect_gpu(home: Home, site: SiteLabels, tell: Say) -> dict[str, Any]:
+    """This host's real GPU inventory, or the recorded reason there is none."""
+    statement = collect_gpu(load_pynvml(), site=site)
+    with home.open_store(write=True) as store:
+        index = store.append([statement]).first_index
+    predicate = statement["predicate"]
+    if predicate["status"] == "ok":
+        names = ", ".join(d["name"].get("value", "?") for d in predicate["devices"])
+        tell(f"GPU inventory of this host: {names} (entry {index})")
+    else:
+        tell(f"GPU inventory of this host: none ({predicate['reason']}); recorded at entry {index}")
+    return {"index": index, "status": predicate["status"], "reason": predicate["reason"]}
+
+
+def _collect_models(home: Home, directory: Path, tell: Say) -> tuple[Path, Path]:
+    """Generates the base model and the adapter, logs their manifests, the adapter bound."""
+    base = write_base_model(directory / BASE_NAME)
+    adapter = write_adapter(directory / ADAPTER_NAME, base_name=BASE_NAME)
+    with home.open_store(write=True) as store:
+        base_statement = collect_model(base)
+        base_index = store.append([base_statement]).first_index
+        digest = base_statement["subject"][0]["digest"]["sha256"]
+        bound = BaseRef(BASE_NAME, digest, base_index)
+        adapter_index = store.append([collect_model(adapter, base=bound)]).first_index
+    tell(f"generated a model and a LoRA adapter under {directory}")
+    tell(f"  model {BASE_NAME}: manifest sha256:{digest[:16]}… at entry {base_index}")
+    tell(f"  adapter {ADAPTER_NAME}: bound to that base, at entry {adapter_index}")
+    return base, adapter
+
+
+def _gates(home: Home, adapter: Path, base: Path, tell: Say) -> tuple[Verdict, Verdict]:
+    """The gate passes on the signed adapter, and fails once one byte of the base changes."""
+    with home.open_store() as store:
+        passed = run_gate(
+            adapter, default_requirement(), store=store, trust=home.trust(), policy="default"
+        )
+        tell(f"gate on {adapter.name}: {'PASS' if passed.passed else 'FAIL'}")
+        weights = base / "model.safetensors"
+        original = weights.read_bytes()
+        changed = bytearray(original)
+        changed[-1] ^= 0x01
+        weights.write_bytes(bytes(changed))
+        try:
+            failed = run_gate(
+                base, default_requirement(), store=store, trust=home.trust(), policy="default"
+            )
+        finally:
+            weights.write_bytes(original)
+    reasons = "; ".join(f.outcome.reason for f in failed.failures())
+    tell(f"gate on {base.name} with one byte of model.safetensors changed: FAIL ({reasons})")
+    tell("  (the byte is restored)")
+    return passed, failed
+
+
+def _next_steps(path: Path, adapter: Path, exported: Exported, tell: Say) -> None:
+    tell("")
+    tell("try next:")
+    tell(f"  annex --help; annex log checkpoint --home {path}")
+    tell(f"  annex gate {adapter} --home {path}")
+    tell(
+        f"  annex verify-entry {exported.envelope_path} {exported.proof_path} "
+        f"--trust {path / 'trust.json'}"
+    )
 
 
 @dataclass(frozen=True)

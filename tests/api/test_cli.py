@@ -1017,10 +1017,16 @@ def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) ->
     home = tmp_path / "annex-demo"
     for said in (
         f"created a log at {home}",
-        "sweep 1: appended entries 1..4",
+        "GPU inventory of this host: ",  # on a host without a GPU: "none (the reason)"
+        "model annex-demo-base: manifest sha256:",
+        "adapter annex-demo-lora: bound to that base, at entry 4",
+        "signed both for release: entries 5 and 6",
         "rotated the log key",
-        "offline check of entry 2: ok (tree size 11)",
-        "full verification: 11 entries",
+        "gate on annex-demo-lora: PASS",
+        "gate on annex-demo-base with one byte of model.safetensors changed: FAIL",
+        "changed model.safetensors",
+        "offline check of entry 6: ok (tree size 14)",
+        "full verification: 14 entries",
         "annex verify-entry",
     ):
         assert said in first.out
@@ -1028,9 +1034,15 @@ def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) ->
     assert again.code == 0, again
     summary = again.json()
     assert summary["home"] == str(home)
-    assert (summary["entries"], summary["origin"]) == (11, "demo.annex.invalid/log")
-    assert summary["checkpoint"].startswith("demo.annex.invalid/log\n11\n")
-    assert len(list((home / "keys").iterdir())) == 2  # replaced, not added to
+    assert (summary["entries"], summary["origin"]) == (14, "demo.annex.invalid/log")
+    assert summary["checkpoint"].startswith("demo.annex.invalid/log\n14\n")
+    assert summary["gpu"]["status"] in {"no-nvml", "no-driver", "no-gpu", "nvml-error", "ok"}
+    assert summary["gate"]["passed"]["passed"] is True
+    assert summary["gate"]["failed"]["passed"] is False
+    assert len(list((home / "keys").iterdir())) == 3  # replaced, not added to
+    adapter = Path(summary["models"]["adapter"])
+    signed = run("gate", adapter, "--home", home)  # what the demo tells the user to try
+    assert signed.code == 0, signed
     checked = run(
         "verify-entry",
         summary["exported_envelope"],
@@ -1040,7 +1052,7 @@ def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) ->
         "--json",
     )
     assert checked.code == 0, checked
-    assert (checked.json()["index"], checked.json()["tree_size"]) == (2, 11)
+    assert (checked.json()["index"], checked.json()["tree_size"]) == (6, 14)
 
 
 def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path, annex_at: AnnexAt) -> None:
