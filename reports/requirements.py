@@ -18,11 +18,11 @@ from evidence.errors import VerificationError
 from evidence.keys import TrustIndex, entry_window, public_pem
 from evidence.model_signature import verify_signature
 from reports.gate import GateContext, Outcome, Proven
+from schemas.gpu import GPU_INVENTORY
 from schemas.model import MODEL_RELEASE, SIGNATURE_NAME, Manifest, ModelReleasePredicate
 from schemas.policy import (
     DATASET_LINEAGE,
     EVAL_RUN,
-    GPU_INVENTORY,
     EvalRunContract,
     GpuInventoryContract,
     LineageContract,

@@ -45,7 +45,6 @@ from schemas.statement import predicate_type
 
 EVAL_RUN = predicate_type("eval-run")
 DATASET_LINEAGE = predicate_type("dataset-lineage")
-GPU_INVENTORY = predicate_type("gpu-inventory")
 
 LEAF_KINDS = ("signed", "eval", "gpu_inventory", "lineage")
 COMPOSITE_KINDS = ("all_of", "any_of")

@@ -11,8 +11,9 @@ from collectors.hashing import build_manifest
 from evidence.entry import rfc3339
 from evidence.home import Home
 from reports.gate import directory_kind
+from schemas.gpu import GPU_INVENTORY
 from schemas.model import MODEL_RELEASE, Manifest, ModelReleasePredicate
-from schemas.policy import EVAL_RUN, GPU_INVENTORY
+from schemas.policy import EVAL_RUN
 from schemas.statement import STATEMENT_TYPE
 
 
