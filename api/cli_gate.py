@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from api.cli_base import HomeOpt, JsonOpt, app, command, open_home, write_output
+from api.cli_base import HomeOpt, JsonOpt, app, command, open_home, read_input, write_output
 from api.output import print_json, progress_bar, stderr, stdout
 from evidence.errors import InputError
 from evidence.keys import TrustIndex, load_trust
@@ -31,6 +31,13 @@ SarifOpt = Annotated[
     str | None,
     typer.Option("--sarif", metavar="FILE", help="Also write SARIF 2.1.0 to FILE ('-': stdout)."),
 ]
+PinOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--trusted-checkpoint",
+        help="A checkpoint saved earlier (annex log checkpoint): the log must extend it.",
+    ),
+]
 TrustOpt = Annotated[
     Path | None, typer.Option("--trust", help="Trust file to use instead of the data directory's.")
 ]
@@ -49,6 +56,7 @@ def gate(
     policy: PolicyOpt = None,
     sarif: SarifOpt = None,
     trust: TrustOpt = None,
+    trusted_checkpoint: PinOpt = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -65,6 +73,7 @@ def gate(
     chosen = load_policy(policy) if policy else None
     requirement = default_requirement() if chosen is None else requirement_of(chosen.require)
     label = str(policy) if policy else "default (signed)"
+    pinned = None if trusted_checkpoint is None else read_input(str(trusted_checkpoint))
     target = open_home(home)
     index = TrustIndex(load_trust(trust)) if trust else target.trust()
     quiet = json_out or sarif == "-"
@@ -73,7 +82,13 @@ def gate(
         progress_bar("hashing", enabled=not quiet) as progress,
     ):
         verdict = run_gate(
-            directory, requirement, store=store, trust=index, policy=label, progress=progress
+            directory,
+            requirement,
+            store=store,
+            trust=index,
+            policy=label,
+            progress=progress,
+            trusted_checkpoint=pinned,
         )
     if sarif is not None:
         document = json.dumps(to_sarif(verdict, version=_annex_version()), indent=2) + "\n"

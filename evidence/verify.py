@@ -26,7 +26,13 @@ from evidence.dsse import Envelope, pae, verify_envelope
 from evidence.entry import Metadata, Subject, rfc3339, statement_metadata
 from evidence.errors import AnnexError, InputError, VerificationError
 from evidence.keys import TrustIndex, keyid_of
-from evidence.merkle import EMPTY_ROOT, CompactRange, leaf_hash, verify_inclusion
+from evidence.merkle import (
+    EMPTY_ROOT,
+    CompactRange,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
+)
 from evidence.note import (
     Checkpoint,
     NoteSignature,
@@ -395,6 +401,34 @@ def _parse(index: int, data: bytes) -> tuple[Envelope, dict[str, Any]]:
     if not isinstance(statement, dict):
         raise _bad(index, "its signed payload is not a JSON object")
     return envelope, statement
+
+
+def latest_extending(store: Store, trust: TrustIndex, trusted_checkpoint: str) -> Checkpoint:
+    """The store's latest checkpoint, proven to extend one the caller saved earlier.
+
+    Without this, someone who can write to the database could roll the log back to hide newer
+    entries (a failing eval, a revocation event) from a reader that trusts the latest row.
+    """
+    pinned = open_checkpoint(trusted_checkpoint, trust).checkpoint
+    latest = open_checkpoint(store.checkpoint().note, trust).checkpoint
+    if pinned.size > latest.size:
+        raise VerificationError(
+            f"the log's latest checkpoint has {latest.size} entries, fewer than the trusted "
+            f"checkpoint's {pinned.size}: it was truncated or rolled back",
+            index=latest.size,
+        )
+    if pinned.size == 0:
+        return latest
+    proof = store.consistency_proof(pinned.size, latest.size)
+    try:
+        verify_consistency(pinned.size, latest.size, pinned.root, latest.root, proof.hashes)
+    except VerificationError as exc:
+        raise VerificationError(
+            f"the log at size {latest.size} does not extend the trusted checkpoint of size "
+            f"{pinned.size}: {exc}",
+            index=0,
+        ) from None
+    return latest
 
 
 def verify_log(

@@ -26,7 +26,7 @@ from evidence.entry import Entry, rfc3339
 from evidence.errors import InputError, VerificationError
 from evidence.keys import TrustIndex
 from evidence.store import Store
-from evidence.verify import verify_entry
+from evidence.verify import latest_extending, verify_entry
 from schemas.model import Manifest
 from schemas.statement import parse_timestamp
 
@@ -302,8 +302,13 @@ def run_gate(
     policy: str,
     now: datetime | None = None,
     progress: Callable[[int, int], None] | None = None,
+    trusted_checkpoint: str | None = None,
 ) -> Verdict:
-    """Hashes `directory` once, takes the latest verified checkpoint, judges `requirement`."""
+    """Hashes `directory` once, takes the latest verified checkpoint, judges `requirement`.
+
+    With `trusted_checkpoint` (a signed note saved earlier), the latest checkpoint must be
+    proven to extend it first, so a log rolled back in the database fails the gate.
+    """
     if not directory.exists():
         raise InputError(f"{directory}: no such directory")
     if not directory.is_dir():
@@ -312,6 +317,8 @@ def run_gate(
         raise InputError(
             f"the trust file is for log {trust.trust.origin!r}, this log is {store.origin!r}"
         )
+    if trusted_checkpoint is not None:
+        latest_extending(store, trust, trusted_checkpoint)
     manifest = build_manifest(directory, cache=None, full=True, progress=progress)
     tree_size = store.checkpoint().size
     moment = now or datetime.now(UTC)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -332,3 +333,34 @@ def test_a_revoked_key_fails_the_gate(tmp_path: Path, annex_at: Callable[[Path],
     done = annex.fast("gate", model, "--json")
     assert done.code == 1
     assert "is revoked (leaked)" in done.json()["failures"][0]["reason"]
+
+
+def roll_back(database: Path, size: int) -> None:
+    """What someone with write access to the database could do: drop the newest entries."""
+    with sqlite3.connect(database) as conn:
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"):
+            conn.execute(f"DROP TRIGGER {name}")
+        conn.execute("DELETE FROM entries WHERE idx >= ?", (size,))
+        conn.execute("DELETE FROM subjects WHERE entry_idx >= ?", (size,))
+        conn.execute("DELETE FROM tree_nodes WHERE (idx + 1) * (1 << level) > ?", (size,))
+        conn.execute("DELETE FROM checkpoints WHERE size > ?", (size,))
+
+
+def test_a_trusted_checkpoint_catches_a_rolled_back_log(
+    annex: Annex, home: Home, signed_model: Path, tmp_path: Path
+) -> None:
+    """A gate that pins a checkpoint it saw earlier fails when the log was rolled back since."""
+    before = home.open_store().checkpoint().size
+    more = tmp_path / "more.json"
+    more.write_text(json.dumps(inventory("fra-1", days=0)))
+    assert annex.fast("append", more).code == 0
+    pin = tmp_path / "saved.note"
+    pin.write_text(annex.fast("log", "checkpoint").out)
+    extends = annex.fast("gate", signed_model, "--trusted-checkpoint", pin)
+    assert extends.code == 0, extends
+
+    roll_back(home.path / "annex.db", before)
+    assert annex.fast("gate", signed_model).code == 0  # the rolled-back log alone looks fine
+    caught = annex.fast("gate", signed_model, "--trusted-checkpoint", pin)
+    assert caught.code == 1, caught
+    assert "fewer than the trusted checkpoint's" in caught.err
