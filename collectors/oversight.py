@@ -1,0 +1,334 @@
+"""Human-oversight events and reviewer attestations as statements, from a command or a feed.
+
+Reviewers are people: their ids never enter the log. Every function here takes a
+`pseudonymise` callable (reviewer id -> pseudonym) and logs only what it returns. The CLI wires
+it to a keyed HMAC (`hmac_pseudonymiser` over `oversight_key(<home>/oversight.key)`), so the same
+reviewer always gets the same pseudonym in one installation, and only the key's holder can test
+whether a given person is behind one.
+
+A feed is JSON Lines, one event per line:
+
+    {"action": "override", "reviewer": "alice@example.com", "reason": "wrong dosage",
+     "request": "req-8812", "system": "triage-prod", "at": "2026-11-24T08:02:11Z"}
+
+`action`, `reviewer`, `reason` and `at` (RFC 3339 with an offset) are required; at most one of
+`request` (an id), `batch` or `entry` (log indices); `system` is optional. Anything else is an
+error naming the file and line, and a feed with one bad line logs nothing. A feed already logged
+(same bytes, by SHA-256) is recognised and not logged twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from evidence.canonical import canonical_bytes
+from evidence.entry import rfc3339
+from evidence.errors import ConfigError, InputError
+from evidence.store import Store
+from schemas.oversight import (
+    FEED_SUBJECT,
+    OVERSIGHT_EVENT,
+    REVIEWER_ATTESTATION,
+    OversightAction,
+    OversightEventPredicate,
+    OversightLink,
+    ReviewerAttestationPredicate,
+)
+from schemas.statement import STATEMENT_TYPE, parse_timestamp
+
+__all__ = [
+    "Attestation",
+    "Event",
+    "Ingested",
+    "Pseudonymise",
+    "attestation_statement",
+    "event_statement",
+    "hmac_pseudonymiser",
+    "ingest_feed",
+    "oversight_key",
+    "parse_feed",
+    "record_event",
+]
+
+Pseudonymise = Callable[[str], str]
+KEY_BYTES = 32
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+# -- pseudonyms ---------------------------------------------------------------------------------
+
+
+def hmac_pseudonymiser(key: bytes) -> Pseudonymise:
+    """Reviewer id -> "hmac-sha256:<hex>", keyed, so ids cannot be guessed back from the log."""
+    if len(key) < KEY_BYTES:
+        raise ConfigError(f"the oversight pseudonym key has {len(key)} bytes, needs {KEY_BYTES}")
+
+    def pseudonymise(reviewer: str) -> str:
+        mac = hmac.new(key, reviewer.strip().encode(), hashlib.sha256).hexdigest()
+        return f"hmac-sha256:{mac}"
+
+    return pseudonymise
+
+
+def oversight_key(path: Path) -> bytes:
+    """The installation's pseudonym key: read, or made once (32 random bytes, mode 0600).
+
+    A key readable by group or others is refused: whoever reads it can test guesses of ids.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_key(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the oversight key {path}: {exc.strerror}") from exc
+    key = secrets.token_bytes(KEY_BYTES)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return key
+
+
+def _read_key(path: Path) -> bytes:
+    try:
+        mode = path.stat().st_mode & 0o777
+        key = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the oversight key {path}: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise ConfigError(
+            f"the oversight key {path} is readable by others (mode {mode:o}): chmod 600"
+        )
+    if len(key) != KEY_BYTES:
+        raise ConfigError(f"the oversight key {path} has {len(key)} bytes, expected {KEY_BYTES}")
+    return key
+
+
+# -- events -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """One act of oversight as a person or a feed reports it (reviewer in the clear)."""
+
+    action: OversightAction
+    reviewer: str
+    reason: str
+    at: datetime
+    link: OversightLink | None = None
+    system: str | None = None
+
+
+def _subject(pseudonym: str, predicate: Mapping[str, Any]) -> dict[str, Any]:
+    digest = hashlib.sha256(canonical_bytes(predicate)).hexdigest()
+    return {"name": f"reviewer:{pseudonym}", "digest": {"sha256": digest}}
+
+
+def event_statement(
+    event: Event, pseudonymise: Pseudonymise, *, feed_digest: str | None = None
+) -> dict[str, Any]:
+    """The OVERSIGHT_EVENT statement of an event; `feed_digest` names the feed it came from."""
+    if not event.reviewer.strip():
+        raise InputError("the reviewer is empty")
+    try:
+        predicate = OversightEventPredicate(
+            observed_at=rfc3339(event.at),
+            action=event.action,
+            reviewer=pseudonymise(event.reviewer),
+            reason=event.reason,
+            link=event.link,
+            system=event.system,
+        ).to_predicate()
+    except ValidationError as exc:
+        raise InputError(_first_error(exc)) from None
+    subjects = [_subject(predicate["reviewer"], predicate)]
+    if feed_digest is not None:
+        subjects.append({"name": FEED_SUBJECT, "digest": {"sha256": feed_digest}})
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": subjects,
+        "predicateType": OVERSIGHT_EVENT,
+        "predicate": predicate,
+    }
+
+
+def record_event(store: Store, event: Event, pseudonymise: Pseudonymise) -> int:
+    """Logs one event; its entry index."""
+    statement = event_statement(event, pseudonymise)
+    return store.append([statement], labels=["oversight event"]).first_index
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{field}: {message}" if field else message
+
+
+# -- feeds --------------------------------------------------------------------------------------
+
+
+class _FeedLine(BaseModel):
+    """One line of a feed, strictly typed (JSON strict mode: "12" is not an index)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    action: OversightAction
+    reviewer: str = Field(min_length=1)
+    reason: str = Field(min_length=1)
+    at: str
+    request: str | None = Field(default=None, min_length=1)
+    batch: int | None = Field(default=None, ge=0)
+    entry: int | None = Field(default=None, ge=0)
+    system: str | None = Field(default=None, min_length=1)
+
+
+def parse_feed(data: bytes, *, source: str, now: datetime) -> list[Event]:
+    """Every event of a JSON Lines feed, or an InputError naming the first bad line."""
+    events = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        where = f"{source} line {number}"
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            byte = raw[exc.start]
+            raise InputError(
+                f"{where}: not UTF-8 (byte 0x{byte:02x} at column {exc.start + 1})"
+            ) from None
+        if text.strip():
+            events.append(_feed_event(text, where, now))
+    if not events:
+        raise InputError(f"{source}: no oversight events in it")
+    return events
+
+
+def _feed_event(text: str, where: str, now: datetime) -> Event:
+    try:
+        line = _FeedLine.model_validate_json(text)
+    except ValidationError as exc:
+        raise InputError(f"{where}: {_first_error(exc)}") from None
+    try:
+        at = parse_timestamp(line.at)
+    except ValueError as exc:
+        raise InputError(f"{where}: at: {exc}") from None
+    if at > now + CLOCK_SKEW:
+        raise InputError(f"{where}: at {line.at} is in the future")
+    return Event(
+        action=line.action,
+        reviewer=line.reviewer,
+        reason=line.reason,
+        at=at,
+        link=_link(line, where),
+        system=line.system,
+    )
+
+
+def _link(line: _FeedLine, where: str) -> OversightLink | None:
+    given = [
+        (kind, value)
+        for kind, value in (("request", line.request), ("batch", line.batch), ("entry", line.entry))
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise InputError(f"{where}: give at most one of request, batch, entry")
+    if not given:
+        return None
+    kind, value = given[0]
+    if kind == "request":
+        return OversightLink(kind="request", id=str(value))
+    return OversightLink(kind=kind, entry=int(value))
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """Where a feed's events are in the log; `already` when the same bytes were logged before."""
+
+    first_index: int
+    count: int
+    digest: str
+    already: bool
+
+
+class _AlreadyLogged(Exception):
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def _logged_feed(store: Store, digest: str) -> list[int]:
+    found = store.query(predicate_type=OVERSIGHT_EVENT, subject_digest=f"sha256:{digest}", limit=1)
+    return [entry.index for entry in found]
+
+
+def ingest_feed(
+    store: Store, data: bytes, *, source: str, pseudonymise: Pseudonymise, now: datetime
+) -> Ingested:
+    """Logs every event of a feed as one atomic batch, unless these bytes were logged before."""
+    digest = hashlib.sha256(data).hexdigest()
+    if found := _logged_feed(store, digest):
+        return Ingested(found[0], 0, digest, already=True)
+    events = parse_feed(data, source=source, now=now)
+    statements = [event_statement(e, pseudonymise, feed_digest=digest) for e in events]
+
+    def build(_size: int) -> Sequence[Mapping[str, Any]]:
+        if again := _logged_feed(store, digest):  # logged by another process meanwhile
+            raise _AlreadyLogged(again[0])
+        return statements
+
+    try:
+        result = store.append_locked(build)
+    except _AlreadyLogged as logged:
+        return Ingested(logged.index, 0, digest, already=True)
+    return Ingested(result.first_index, len(statements), digest, already=False)
+
+
+# -- attestations -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """A reviewer's training or competence (reviewer in the clear)."""
+
+    reviewer: str
+    training: str
+    valid_from: datetime
+    valid_until: datetime
+    issuer: str | None = None
+    evidence_digest: str | None = None
+    system: str | None = None
+
+
+def attestation_statement(
+    attestation: Attestation, pseudonymise: Pseudonymise, *, now: datetime
+) -> dict[str, Any]:
+    """The REVIEWER_ATTESTATION statement of an attestation."""
+    if not attestation.reviewer.strip():
+        raise InputError("the reviewer is empty")
+    try:
+        predicate = ReviewerAttestationPredicate(
+            observed_at=rfc3339(now),
+            reviewer=pseudonymise(attestation.reviewer),
+            training=attestation.training,
+            issuer=attestation.issuer,
+            valid_from=rfc3339(attestation.valid_from),
+            valid_until=rfc3339(attestation.valid_until),
+            evidence_digest=attestation.evidence_digest,
+            system=attestation.system,
+        ).to_predicate()
+    except ValidationError as exc:
+        raise InputError(_first_error(exc)) from None
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [_subject(predicate["reviewer"], predicate)],
+        "predicateType": REVIEWER_ATTESTATION,
+        "predicate": predicate,
+    }
