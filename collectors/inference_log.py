@@ -1,0 +1,697 @@
+"""Inference logs (JSON Lines from OpenAI-compatible gateways and vLLM) as INFERENCE_BATCH entries.
+
+Accepted line shape (one request a line, a JSON object):
+- required: `timestamp` (RFC 3339 with an offset) or `created` (epoch seconds); `request_id`
+  or `id` (string or integer); `model` (string).
+- optional: `user` (the caller id: string); the request as OpenAI chat `messages` or a `prompt`
+  string; the answer as `response` text or OpenAI `choices`; `usage` (`prompt_tokens`,
+  `completion_tokens`); `latency_ms` (number >= 0); `status` (an HTTP status code, or a string);
+  `system_fingerprint`. Any other field is kept: it is part of the line's leaf digest.
+- an error: `status` >= 400 (but 451), `status` "error" or "failed", or a non-null `error`.
+- a refusal: a choice with `finish_reason` "content_filter" or a non-empty `message.refusal`,
+  `status` 451 or "refused".
+Blank lines are skipped (they keep their number). Anything else wrong is a CollectorError that
+names the file and the line; the caller appends nothing.
+
+Content (`messages`, `prompt`, `response`, and the `message`, `text`, `delta` and `logprobs` of
+each choice) never enters the log. With retention on, each line's content is encrypted with
+AES-256-GCM under its caller's content key for this batch (random 96-bit nonce; associated data
+binds the leaf format, the file's SHA-256 and the line number) and written to one content blob
+per batch as records: line (8 bytes, big-endian), key id (16), nonce (12), length (4),
+ciphertext with tag. The line's "content digest" is SHA-256(nonce || ciphertext with tag).
+
+A line's leaf (see schemas/inference.py): SHA-256(0x00 || RFC 8785 JSON of {"caller": the
+caller's pseudonym or null, "content": content digest or null, "line": physical line number,
+"record": the line's object without `user` and without content}). Leaves are folded into the
+batch's RFC 9162 root as they come (evidence/merkle.py CompactRange: O(log n) memory) and
+written to the leaves blob. Memory stays constant in the file's length: counters, a log-scale
+latency histogram (about 2,000 buckets at most), and one entry per distinct model, system
+fingerprint and caller.
+
+A file is one batch unless `batch_size` splits it every N lines; all batches of a file are
+appended together, atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from evidence.blobs import BlobStore, BlobWriter
+from evidence.entry import rfc3339
+from evidence.errors import CollectorError, InputError
+from evidence.merkle import CompactRange
+from evidence.store import Store
+from evidence.vault import ContentKey, Subject, Vault
+from schemas.inference import (
+    INFERENCE_BATCH,
+    LEAF_FORMAT,
+    BatchRange,
+    Caller,
+    InferenceBatchPredicate,
+    Latency,
+    ModelServed,
+    Retention,
+    Source,
+    TimeRange,
+    Tokens,
+)
+from schemas.model import MODEL_MANIFEST, MODEL_RELEASE
+from schemas.statement import STATEMENT_TYPE
+
+DEFAULT_CLASS = "logs"
+DEFAULT_DAYS = 184  # six months at least (AI Act Art. 19(1), 26(6)); six calendar months <= 184 d
+CONTENT_FIELDS = frozenset({"messages", "prompt", "response"})
+CHOICE_CONTENT = frozenset({"message", "text", "delta", "logprobs"})
+LEAF_RECORD = struct.Struct(">Q32s")
+CONTENT_HEAD = struct.Struct(">Q16s12sI")
+_HIST_STEP = math.log1p(0.02)  # bucket width: values within 1% of the bucket's middle
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Whether prompts and completions are kept (encrypted), under which class, for how long."""
+
+    content: bool = False
+    name: str = DEFAULT_CLASS
+    days: int = DEFAULT_DAYS
+
+    def __post_init__(self) -> None:
+        if self.days < 1:
+            raise InputError(f"retention days must be at least 1, not {self.days}")
+        if self.name == DEFAULT_CLASS and self.days < DEFAULT_DAYS:
+            raise InputError(
+                f"retention class {DEFAULT_CLASS!r} keeps logs at least {DEFAULT_DAYS} days "
+                f"(six months): {self.days} is too short; name another class to keep less"
+            )
+
+
+# -- canonical leaf bytes ---------------------------------------------------------------------
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _plain_float(token: str) -> float:
+    # Python's repr and ECMAScript agree on a float printed without exponent and not integral.
+    if "e" in token or "E" in token or token.endswith(".0"):
+        raise _NotPlain
+    return float(token)
+
+
+def _safe_int(token: str) -> int:
+    value = int(token)
+    if abs(value) > 2**53 - 1:
+        raise _NotPlain
+    return value
+
+
+_CHECK = json.JSONDecoder(parse_float=_plain_float, parse_int=_safe_int)
+
+
+def canonical(value: Any) -> bytes:
+    """RFC 8785 bytes: the C encoder's output when it is canonical (checked), else rfc8785."""
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        if (text.isascii() or max(text) <= "\uffff") and _CHECK.decode(text) == value:
+            return text.encode("utf-8")
+    except (_NotPlain, TypeError, ValueError, RecursionError):
+        pass
+    try:
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
+        raise InputError(f"value cannot be canonicalised (RFC 8785): {exc}") from exc
+
+
+def line_leaf(line: int, record: dict[str, Any], caller: str | None, content: str | None) -> bytes:
+    """The leaf hash of one request line (`record` already without `user` and content)."""
+    body = canonical({"caller": caller, "content": content, "line": line, "record": record})
+    return hashlib.sha256(b"\x00" + body).digest()
+
+
+def split_line(obj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(the record the leaf digests, the content to encrypt or None), without touching `obj`."""
+    record = {k: v for k, v in obj.items() if k not in CONTENT_FIELDS and k != "user"}
+    content = {k: obj[k] for k in CONTENT_FIELDS if k in obj}
+    choices = obj.get("choices")
+    if isinstance(choices, list) and choices:
+        content["choices"] = choices
+        record["choices"] = [
+            {k: v for k, v in c.items() if k not in CHOICE_CONTENT} if isinstance(c, dict) else c
+            for c in choices
+        ]
+    return record, (content or None)
+
+
+# -- statistics ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Histogram:
+    """Log-scale buckets (2% wide): percentiles within 1% whatever the count of values."""
+
+    buckets: Counter[int] = field(default_factory=Counter)
+    count: int = 0
+    zeros: int = 0
+    max: float = 0.0
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        if value > self.max:
+            self.max = value
+        if value <= 0.001:
+            self.zeros += 1
+        else:
+            self.buckets[math.floor(math.log(value) / _HIST_STEP)] += 1
+
+    def percentile(self, q: float) -> float | None:
+        if not self.count:
+            return None
+        rank = max(1, math.ceil(q * self.count))
+        seen = self.zeros
+        if seen >= rank:
+            return 0.0
+        for bucket in sorted(self.buckets):
+            seen += self.buckets[bucket]
+            if seen >= rank:
+                middle = math.exp((bucket + 0.5) * _HIST_STEP)
+                return round(min(middle, self.max), 3)
+        return self.max
+
+    def latency(self) -> Latency:
+        return Latency(
+            count=self.count,
+            p50=self.percentile(0.50),
+            p90=self.percentile(0.90),
+            p99=self.percentile(0.99),
+            max=self.max if self.count else None,
+        )
+
+
+@dataclass
+class _Stats:
+    requests: int = 0
+    errors: int = 0
+    refusals: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    first: float = math.inf
+    last: float = -math.inf
+    latency: Histogram = field(default_factory=Histogram)
+    models: Counter[str] = field(default_factory=Counter)
+    fingerprints: Counter[str] = field(default_factory=Counter)
+    callers: Counter[str] = field(default_factory=Counter)
+    unattributed: int = 0
+
+
+# -- one batch ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """A batch being read: its tree, its blobs being written, its counters."""
+
+    number: int
+    first_line: int
+    leaves: BlobWriter
+    content: BlobWriter | None
+    last_line: int = 0
+    tree: CompactRange = field(default_factory=CompactRange)
+    stats: _Stats = field(default_factory=_Stats)
+    keys: dict[str, ContentKey] = field(default_factory=dict)  # pseudonym -> this batch's key
+    leaves_digest: str | None = None
+    content_digest: str | None = None
+
+    def commit(self) -> None:
+        self.leaves_digest = self.leaves.commit()
+        if self.content is not None:
+            self.content_digest = self.content.commit()
+
+    def preview(self) -> None:
+        """Names the blobs as a commit would, then drops them (a dry run)."""
+        self.leaves_digest = self.leaves.digest()
+        self.content_digest = None if self.content is None else self.content.digest()
+        self.abort()
+
+    def abort(self) -> None:
+        self.leaves.abort()
+        if self.content is not None:
+            self.content.abort()
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path
+    sha256: str
+    size: int
+
+
+def digest_file(path: Path) -> SourceFile:
+    """The file's SHA-256 and size, read once before parsing (for dedup and the content AD)."""
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from exc
+    return SourceFile(path, h.hexdigest(), size)
+
+
+def already_ingested(store: Store, source: SourceFile) -> list[int]:
+    """Entries of INFERENCE_BATCH that already record this file (by its digest)."""
+    found = store.query(
+        predicate_type=INFERENCE_BATCH, subject_digest=f"sha256:{source.sha256}", limit=10_000
+    )
+    return [e.index for e in found]
+
+
+# -- reading a file -------------------------------------------------------------------------------
+
+
+@dataclass
+class Reader:
+    """Reads one file into batches; the vault gives pseudonyms and (with retention) keys."""
+
+    source: SourceFile
+    vault: Vault
+    blobs: BlobStore
+    retention: RetentionPolicy
+    now: datetime
+    batch_size: int | None = None
+    batches: list[Batch] = field(default_factory=list)
+    lines: int = 0
+    _subjects: dict[str, Subject] = field(default_factory=dict)
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.now + timedelta(days=self.retention.days)
+
+    def read(self, progress: Callable[[int, int], None] | None = None) -> list[Batch]:
+        """Parses every line; on any error aborts the blobs written so far and re-raises."""
+        try:
+            self._read(progress)
+        except BaseException:
+            for batch in self.batches:
+                batch.abort()
+            raise
+        if not self.batches or not any(b.tree.size for b in self.batches):
+            for batch in self.batches:
+                batch.abort()
+            raise CollectorError(f"{self.source.path}: no request lines")
+        return self.batches
+
+    def _new_batch(self, first_line: int) -> Batch:
+        content = self.blobs.writer() if self.retention.content else None
+        batch = Batch(len(self.batches) + 1, first_line, self.blobs.writer(), content)
+        self.batches.append(batch)
+        return batch
+
+    def _read(self, progress: Callable[[int, int], None] | None) -> None:
+        where = self.source.path
+        batch: Batch | None = None
+        done = 0
+        try:
+            f = where.open("rb")
+        except OSError as exc:
+            raise InputError(f"cannot read {where}: {exc.strerror}") from exc
+        with f:
+            for number, raw in enumerate(f, start=1):
+                done += len(raw)
+                self.lines = number
+                if not raw.strip():
+                    continue
+                if batch is None or (self.batch_size and batch.tree.size >= self.batch_size):
+                    batch = self._new_batch(number)
+                self._line(batch, number, _parse(raw, where, number))
+                if progress is not None and not number & 0x3FFF:
+                    progress(done, self.source.size)
+        if done != self.source.size:
+            raise CollectorError(f"{where} changed while it was read: ingest it again")
+
+    def _line(self, batch: Batch, number: int, obj: dict[str, Any]) -> None:
+        record, content = split_line(obj)
+        caller = _check(obj, self.source.path, number, batch.stats)
+        subject = None if caller is None else self._subject(caller)
+        pseudonym = None if subject is None else subject.pseudonym
+        if pseudonym is not None:
+            batch.stats.callers[pseudonym] += 1
+        else:
+            batch.stats.unattributed += 1
+        digest = None
+        if content is not None and batch.content is not None and subject is not None:
+            # Content without a caller has no data subject to key it to: it is not retained.
+            digest = self._encrypt(batch, number, subject, content)
+        leaf = line_leaf(number, record, pseudonym, digest)
+        batch.tree.append(leaf)
+        batch.leaves.write(LEAF_RECORD.pack(number, leaf))
+        batch.last_line = number
+
+    def _subject(self, caller: str) -> Subject:
+        subject = self._subjects.get(caller)
+        if subject is None:
+            subject = self.vault.subject(caller, now=int(self.now.timestamp()))
+            self._subjects[caller] = subject
+        return subject
+
+    def _encrypt(self, batch: Batch, number: int, subject: Subject, content: dict[str, Any]) -> str:
+        pseudonym = subject.pseudonym
+        key = batch.keys.get(pseudonym)
+        if key is None:
+            key = self.vault.new_content_key(
+                subject,
+                batch=f"{self.source.sha256}#{batch.number}",
+                retention=self.retention.name,
+                expires_at=int(self.expires_at.timestamp()),
+            )
+            batch.keys[pseudonym] = key
+        nonce, sealed = seal(key.key, self.source.sha256, number, content)
+        assert batch.content is not None
+        batch.content.write(CONTENT_HEAD.pack(number, key.key_id, nonce, len(sealed)) + sealed)
+        return hashlib.sha256(nonce + sealed).hexdigest()
+
+
+def associated_data(source_sha256: str, line: int) -> bytes:
+    return f"{LEAF_FORMAT}|{source_sha256}|{line}".encode()
+
+
+def seal(key: bytes, source_sha256: str, line: int, content: dict[str, Any]) -> tuple[bytes, bytes]:
+    """AES-256-GCM of the content's JSON; returns (nonce, ciphertext with tag)."""
+    nonce = os.urandom(12)
+    plain = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return nonce, AESGCM(key).encrypt(nonce, plain, associated_data(source_sha256, line))
+
+
+def _parse(raw: bytes, where: Path, number: int) -> dict[str, Any]:
+    try:
+        obj = json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise CollectorError(f"{where} line {number}: not UTF-8 ({exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise CollectorError(f"{where} line {number}: not valid JSON: {exc.msg}") from None
+    if not isinstance(obj, dict):
+        raise CollectorError(f"{where} line {number}: not a JSON object")
+    return obj
+
+
+def _fail(where: Path, number: int, message: str) -> CollectorError:
+    return CollectorError(f"{where} line {number}: {message}")
+
+
+def _check(obj: dict[str, Any], where: Path, number: int, stats: _Stats) -> str | None:
+    """Checks the required fields, counts the line; returns the caller id (or None)."""
+    moment = _moment(obj, where, number)
+    if moment < stats.first:
+        stats.first = moment
+    if moment > stats.last:
+        stats.last = moment
+    ident = obj.get("request_id", obj.get("id"))
+    if not isinstance(ident, str | int) or isinstance(ident, bool) or ident == "":
+        raise _fail(where, number, "missing required field request_id (or id)")
+    model = obj.get("model")
+    if not isinstance(model, str) or not model:
+        raise _fail(where, number, "missing required field model (a string)")
+    stats.requests += 1
+    stats.models[model] += 1
+    fingerprint = obj.get("system_fingerprint")
+    if isinstance(fingerprint, str):
+        stats.fingerprints[fingerprint] += 1
+    _outcome(obj, where, number, stats)
+    _usage(obj.get("usage"), where, number, stats)
+    latency = obj.get("latency_ms")
+    if latency is not None:
+        if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
+            raise _fail(where, number, "latency_ms must be a number >= 0")
+        stats.latency.add(latency)
+    caller = obj.get("user")
+    if caller is not None and not isinstance(caller, str):
+        raise _fail(where, number, "user must be a string (the caller id)")
+    return caller or None
+
+
+def _moment(obj: dict[str, Any], where: Path, number: int) -> float:
+    stamp = obj.get("timestamp")
+    if isinstance(stamp, str):
+        try:
+            moment = datetime.fromisoformat(stamp)
+        except ValueError:
+            raise _fail(where, number, f"timestamp {stamp!r} is not RFC 3339") from None
+        if moment.tzinfo is None:
+            raise _fail(where, number, f"timestamp {stamp!r} has no UTC offset")
+        return moment.timestamp()
+    created = obj.get("created")
+    if isinstance(created, int | float) and not isinstance(created, bool):
+        return float(created)
+    raise _fail(where, number, "missing required field timestamp (RFC 3339) or created (epoch)")
+
+
+_ERROR_WORDS = frozenset({"error", "failed"})
+_REFUSAL_WORDS = frozenset({"refused", "content_filter"})
+
+
+def _outcome(obj: dict[str, Any], where: Path, number: int, stats: _Stats) -> None:
+    status = obj.get("status")
+    if status is not None and (isinstance(status, bool) or not isinstance(status, int | str)):
+        raise _fail(where, number, "status must be an HTTP status code or a string")
+    refused = status == 451 or status in _REFUSAL_WORDS
+    for choice in obj.get("choices") or ():
+        if isinstance(choice, dict):
+            message = choice.get("message")
+            if choice.get("finish_reason") == "content_filter" or (
+                isinstance(message, dict) and message.get("refusal")
+            ):
+                refused = True
+    if refused:
+        stats.refusals += 1
+    elif (
+        (isinstance(status, int) and status >= 400)
+        or status in _ERROR_WORDS
+        or obj.get("error") is not None
+    ):
+        stats.errors += 1
+
+
+def _usage(usage: Any, where: Path, number: int, stats: _Stats) -> None:
+    if usage is None:
+        return
+    if not isinstance(usage, dict):
+        raise _fail(where, number, "usage must be an object")
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = usage.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _fail(where, number, f"usage.{name} must be an integer >= 0")
+        if name == "prompt_tokens":
+            stats.prompt_tokens += value
+        else:
+            stats.completion_tokens += value
+
+
+# -- statements -----------------------------------------------------------------------------------
+
+
+def resolve_models(store: Store | None, names: Iterator[str] | list[str]) -> dict[str, ModelServed]:
+    """Each served name's newest logged manifest or release (as `model:` or `adapter:`)."""
+    return {name: _resolve(store, name) for name in names}
+
+
+def _resolve(store: Store | None, name: str) -> ModelServed:
+    if store is None:
+        return ModelServed(name=name, requests=0, reason="not looked up (no log: dry run)")
+    candidates = [name]
+    tail = name.rstrip("/").rpartition("/")[2]
+    if tail and tail != name:
+        candidates.append(tail)
+    best = None
+    for candidate in candidates:
+        for kind in ("model", "adapter"):
+            for ptype in (MODEL_MANIFEST, MODEL_RELEASE):
+                found = store.query(
+                    predicate_type=ptype, subject_name=f"{kind}:{candidate}", limit=10_000
+                )
+                if found and (best is None or found[-1].index > best[1].index):
+                    best = (kind, found[-1])
+    if best is None:
+        return ModelServed(
+            name=name,
+            requests=0,
+            reason=f"no model-manifest or model-release entry named model: or adapter:{name}",
+        )
+    kind, entry = best
+    subjects = entry.subjects
+    base = subjects[1].digest if kind == "adapter" and len(subjects) > 1 else None
+    return ModelServed(
+        name=name,
+        requests=0,
+        kind="adapter" if kind == "adapter" else "model",
+        digest=subjects[0].digest,
+        entry=entry.index,
+        base_digest=base,
+    )
+
+
+def batch_predicate(
+    reader: Reader, batch: Batch, models: dict[str, ModelServed]
+) -> InferenceBatchPredicate:
+    stats, retention = batch.stats, reader.retention
+    assert batch.leaves_digest is not None
+    served = tuple(
+        models[name].model_copy(update={"requests": count})
+        for name, count in sorted(stats.models.items())
+    )
+    times = None
+    if stats.requests:
+        times = TimeRange(first=_time(stats.first), last=_time(stats.last))
+    return InferenceBatchPredicate(
+        observed_at=rfc3339(reader.now),
+        source=Source(
+            name=reader.source.path.name,
+            sha256=reader.source.sha256,
+            size=reader.source.size,
+            lines=reader.lines,
+        ),
+        batch=BatchRange(
+            number=batch.number,
+            of=len(reader.batches),
+            first_line=batch.first_line,
+            last_line=batch.last_line,
+        ),
+        lines=batch.tree.size,
+        merkle_root=batch.tree.root().hex(),
+        leaves_blob=batch.leaves_digest,
+        content_blob=batch.content_digest,
+        time_range=times,
+        requests=stats.requests,
+        errors=stats.errors,
+        refusals=stats.refusals,
+        tokens=Tokens(prompt=stats.prompt_tokens, completion=stats.completion_tokens),
+        latency_ms=stats.latency.latency(),
+        models=served,
+        system_fingerprints=dict(sorted(stats.fingerprints.items())),
+        callers=tuple(Caller(pseudonym=p, requests=n) for p, n in sorted(stats.callers.items())),
+        unattributed=stats.unattributed,
+        retention=Retention(
+            content=retention.content,
+            class_=retention.name if retention.content else None,
+            days=retention.days if retention.content else None,
+            expires_at=rfc3339(reader.expires_at) if retention.content else None,
+        ),
+    )
+
+
+def _time(epoch: float) -> str:
+    return rfc3339(datetime.fromtimestamp(epoch, UTC))
+
+
+def batch_statement(predicate: InferenceBatchPredicate) -> dict[str, Any]:
+    """Subjects: the source file (by digest) and every logged model or adapter it served."""
+    subjects: list[dict[str, Any]] = [
+        {
+            "name": f"inference-log:{predicate.source.name}",
+            "digest": {"sha256": predicate.source.sha256},
+        }
+    ]
+    for served in predicate.models:
+        if served.digest is not None:
+            subjects.append(
+                {"name": f"{served.kind}:{served.name}", "digest": {"sha256": served.digest}}
+            )
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": subjects,
+        "predicateType": INFERENCE_BATCH,
+        "predicate": predicate.to_predicate(),
+    }
+
+
+def statements(reader: Reader, store: Store | None) -> list[dict[str, Any]]:
+    """One statement per batch (blobs must be committed)."""
+    names = sorted({name for b in reader.batches for name in b.stats.models})
+    models = resolve_models(store, names)
+    return [batch_statement(batch_predicate(reader, b, models)) for b in reader.batches]
+
+
+# -- the whole ingest ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What an ingest did: the statements (appended unless a dry run), or the earlier entries."""
+
+    statements: tuple[dict[str, Any], ...]
+    first_index: int | None = None
+    duplicate_of: tuple[int, ...] = ()
+
+
+class _DryRun(Exception):
+    def __init__(self, made: list[dict[str, Any]]) -> None:
+        super().__init__("dry run")
+        self.made = made
+
+
+def ingest(
+    store: Store,
+    vault: Vault,
+    blobs: BlobStore,
+    path: Path,
+    *,
+    retention: RetentionPolicy,
+    now: datetime,
+    batch_size: int | None = None,
+    dry_run: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> Ingested:
+    """Reads a log file and appends its batches atomically, with their vault keys and blobs.
+
+    The vault transaction (new pseudonym secrets, content keys) commits only after the log
+    append: a failure anywhere leaves no keys, no blobs and no entry. A crash between the append
+    and the vault commit loses the new keys, which makes that content unreadable: the safe side.
+    """
+    if batch_size is not None and batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, not {batch_size}")
+    source = digest_file(path)
+    seen = already_ingested(store, source)
+    if seen:
+        return Ingested((), None, tuple(seen))
+    reader = Reader(source, vault, blobs, retention, now, batch_size)
+    committed: list[Batch] = []
+    try:
+        with vault.transaction():
+            batches = reader.read(progress)
+            if dry_run:
+                for batch in batches:
+                    batch.preview()
+                raise _DryRun(statements(reader, store))
+            for batch in batches:
+                batch.commit()
+                committed.append(batch)
+            made = statements(reader, store)
+            labels = [f"{path} batch {b.number}" for b in batches]
+            result = store.append(made, labels=labels)
+    except _DryRun as dry:
+        return Ingested(tuple(dry.made))
+    except BaseException:
+        for batch in reader.batches:
+            batch.abort()
+        for batch in committed:
+            for digest in (batch.leaves_digest, batch.content_digest):
+                if digest is not None:
+                    blobs.delete(digest)
+        raise
+    return Ingested(tuple(made), result.first_index)
