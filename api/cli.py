@@ -514,7 +514,7 @@ def demo(
 
 
 # Command modules register their commands on the shared apps (api/cli_base.py) when imported.
-from api import cli_gate, cli_gpu, cli_inference, cli_models, cli_sign  # noqa: E402, F401
+from api import cli_gate, cli_gpu, cli_incident, cli_inference, cli_models, cli_oversight, cli_sign  # noqa: E402, F401
 
 
 def main() -> None:
