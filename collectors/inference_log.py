@@ -136,9 +136,27 @@ def canonical(value: Any) -> bytes:
         raise InputError(f"value cannot be canonicalised (RFC 8785): {exc}") from exc
 
 
-def line_leaf(line: int, record: dict[str, Any], caller: str | None, content: str | None) -> bytes:
-    """The leaf hash of one request line (`record` already without `user` and content)."""
-    body = canonical({"caller": caller, "content": content, "line": line, "record": record})
+def line_leaf(
+    line: int,
+    record: dict[str, Any],
+    caller: str | None,
+    content: str | None,
+    *,
+    plain: bool = False,
+) -> bytes:
+    """The leaf hash of one request line (`record` already without `user` and content).
+
+    `plain`: the record came from `LineDecoder` and is known to encode canonically, but for
+    characters outside the Basic Multilingual Plane (checked here).
+    """
+    value = {"caller": caller, "content": content, "line": line, "record": record}
+    body = None
+    if plain:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        if text.isascii() or max(text) <= "\uffff":
+            body = text.encode("utf-8")
+    if body is None:
+        body = canonical(value)
     return hashlib.sha256(b"\x00" + body).digest()
 
 
@@ -297,6 +315,7 @@ class Reader:
     batches: list[Batch] = field(default_factory=list)
     lines: int = 0
     _subjects: dict[str, Subject] = field(default_factory=dict)
+    _decoder: LineDecoder = field(default_factory=lambda: LineDecoder())
 
     @property
     def expires_at(self) -> datetime:
@@ -326,6 +345,7 @@ class Reader:
         where = self.source.path
         batch: Batch | None = None
         done = 0
+        decoder = self._decoder
         try:
             f = where.open("rb")
         except OSError as exc:
@@ -338,7 +358,7 @@ class Reader:
                     continue
                 if batch is None or (self.batch_size and batch.tree.size >= self.batch_size):
                     batch = self._new_batch(number)
-                self._line(batch, number, _parse(raw, where, number))
+                self._line(batch, number, decoder.parse(raw, where, number))
                 if progress is not None and not number & 0x3FFF:
                     progress(done, self.source.size)
         if done != self.source.size:
@@ -357,7 +377,7 @@ class Reader:
         if content is not None and batch.content is not None and subject is not None:
             # Content without a caller has no data subject to key it to: it is not retained.
             digest = self._encrypt(batch, number, subject, content)
-        leaf = line_leaf(number, record, pseudonym, digest)
+        leaf = line_leaf(number, record, pseudonym, digest, plain=self._decoder.plain)
         batch.tree.append(leaf)
         batch.leaves.write(LEAF_RECORD.pack(number, leaf))
         batch.last_line = number
@@ -397,16 +417,43 @@ def seal(key: bytes, source_sha256: str, line: int, content: dict[str, Any]) -> 
     return nonce, AESGCM(key).encrypt(nonce, plain, associated_data(source_sha256, line))
 
 
-def _parse(raw: bytes, where: Path, number: int) -> dict[str, Any]:
-    try:
-        obj = json.loads(raw)
-    except UnicodeDecodeError as exc:
-        raise CollectorError(f"{where} line {number}: not UTF-8 ({exc.reason})") from None
-    except json.JSONDecodeError as exc:
-        raise CollectorError(f"{where} line {number}: not valid JSON: {exc.msg}") from None
-    if not isinstance(obj, dict):
-        raise CollectorError(f"{where} line {number}: not a JSON object")
-    return obj
+class LineDecoder:
+    """json.loads for one line that also says whether the C encoder will write it canonically.
+
+    Floats are where Python and RFC 8785 (ECMAScript) differ: an integral float is read as the
+    int it equals (RFC 8785 writes 243.0 as 243), and a float that Python would print with an
+    exponent marks the line for the slow, exact path. So does an integer beyond 2**53 (ECMAScript
+    reads it as a nearby double).
+    """
+
+    def __init__(self) -> None:
+        self.plain = True
+        self._decoder = json.JSONDecoder(parse_float=self._float, parse_int=self._int)
+
+    def _int(self, token: str) -> int:
+        value = int(token)
+        if len(token) > 15 and abs(value) > 2**53 - 1:
+            self.plain = False
+        return value
+
+    def _float(self, token: str) -> float | int:
+        value = float(token)
+        if value == 0 or 1e-4 <= abs(value) < 1e16:
+            return int(value) if value.is_integer() else value
+        self.plain = False
+        return value
+
+    def parse(self, raw: bytes, where: Path, number: int) -> dict[str, Any]:
+        self.plain = True
+        try:
+            obj = self._decoder.decode(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise CollectorError(f"{where} line {number}: not UTF-8 ({exc.reason})") from None
+        except json.JSONDecodeError as exc:
+            raise CollectorError(f"{where} line {number}: not valid JSON: {exc.msg}") from None
+        if not isinstance(obj, dict):
+            raise CollectorError(f"{where} line {number}: not a JSON object")
+        return obj
 
 
 def _fail(where: Path, number: int, message: str) -> CollectorError:
