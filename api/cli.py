@@ -514,7 +514,16 @@ def demo(
 
 
 # Command modules register their commands on the shared apps (api/cli_base.py) when imported.
-from api import cli_gate, cli_gpu, cli_incident, cli_inference, cli_models, cli_oversight, cli_sign  # noqa: E402, F401
+from api import (  # noqa: E402, F401
+    cli_gate,
+    cli_gpu,
+    cli_incident,
+    cli_inference,
+    cli_lineage,
+    cli_models,
+    cli_oversight,
+    cli_sign,
+)
 
 
 def main() -> None:

@@ -26,7 +26,9 @@ from schemas.policy import (
     EvalRunContract,
     GpuInventoryContract,
     LineageContract,
+    TrainingRunContract,
 )
+from schemas.training_run import TRAINING_RUN
 from schemas.trust import TrustedKey
 
 MODEL_SIGNING_ROLE = "model-signing"
@@ -325,7 +327,11 @@ class GpuInventory:
 
 @dataclass(frozen=True)
 class Lineage:
-    """Lineage evidence names the datasets that went into this model or adapter."""
+    """Lineage evidence names the datasets that went into this model or adapter.
+
+    Read from dataset-lineage statements and from training runs whose output is this manifest
+    (`annex collect training-run`), the newest first.
+    """
 
     max_age_days: float | None = None
     rule: ClassVar[str] = "lineage"
@@ -338,14 +344,21 @@ class Lineage:
 
     def evaluate(self, context: GateContext) -> Outcome:
         problems: list[str] = []
-        candidates = context.find(DATASET_LINEAGE, subject_digest=context.digest)
+        candidates = sorted(
+            [
+                *context.find(DATASET_LINEAGE, subject_digest=context.digest),
+                *context.find(TRAINING_RUN, subject_digest=context.digest),
+            ],
+            key=lambda e: e.index,
+            reverse=True,
+        )
         for proven in context.proven(candidates, problems):
             try:
-                lineage = _contract(proven, LineageContract, "dataset-lineage")
+                lineage = _lineage(proven, context.digest)
             except VerificationError as exc:
                 problems.append(str(exc))
                 continue
-            if not proven.names_digest(context.digest):
+            if lineage is None:
                 continue
             age = context.age(lineage.observed_at)
             if self.max_age_days is not None and age > timedelta(days=self.max_age_days):
@@ -355,13 +368,24 @@ class Lineage:
                 )
                 return Outcome(self.rule, self.describe(), False, reason, (proven.index,))
             names = ", ".join(d.name for d in lineage.datasets)
-            reason = f"lineage entry {proven.index}: datasets {names}"
+            what = "training run" if isinstance(lineage, TrainingRunContract) else "lineage"
+            reason = f"{what} entry {proven.index}: datasets {names}"
             return Outcome(self.rule, self.describe(), True, reason, (proven.index,))
         reason = (
-            f"no dataset-lineage evidence for {context.subject}: Annex does not collect lineage "
-            "yet (OpenLineage collection is planned); a dataset-lineage statement of the shape "
-            "in schemas/policy.py, appended with `annex append`, is read"
+            f"no dataset-lineage evidence for {context.subject}: record the run that produced "
+            "it with `annex collect training-run` (datasets from `annex collect dataset`), or "
+            "append a dataset-lineage statement of the shape in schemas/policy.py"
         )
         if problems:
             reason = f"no usable lineage for {context.subject}: " + "; ".join(problems)
         return Outcome(self.rule, self.describe(), False, reason, _indices(candidates))
+
+
+def _lineage(proven: Proven, digest: str) -> LineageContract | None:
+    """The entry read as lineage of `digest`; None when it is about something else."""
+    if not proven.names_digest(digest):
+        return None
+    if proven.statement.get("predicateType") != TRAINING_RUN:
+        return _contract(proven, LineageContract, "dataset-lineage")
+    run = _contract(proven, TrainingRunContract, "training-run")
+    return run if run.produced(digest) else None  # a run names its base too: not its lineage

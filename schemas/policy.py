@@ -30,6 +30,11 @@ those collectors can adopt it; anything else in a predicate is ignored by the ga
 - `dataset-lineage` (DATASET_LINEAGE): a subject digest equal to the manifest digest of the
   model or adapter the datasets went into; predicate `observedAt` and `datasets`, a non-empty
   list of {name, digest?} (digest an in-toto digest set).
+- `training-run` (TRAINING_RUN, schemas/training_run.py, `annex collect training-run`) is read
+  as lineage too: a subject digest equal to the manifest digest, and a predicate with
+  `observedAt`, a non-empty `datasets` list as above and `output.digest.sha256` equal to that
+  manifest digest (a run also names its base model among its subjects; it is not the base's
+  lineage).
 - `gpu-inventory` (GPU_INVENTORY, schemas/gpu.py): predicate `observedAt`, `status` ("ok"
   when devices were read), `reason`, `site` {site, country, operator} and `devices` (a list).
   The gate counts devices only.
@@ -170,6 +175,21 @@ class DatasetRef(BaseModel):
 
 class LineageContract(_Contract):
     datasets: tuple[DatasetRef, ...] = Field(min_length=1)
+
+
+class OutputRef(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    digest: dict[str, str] = Field(min_length=1)
+
+
+class TrainingRunContract(LineageContract):
+    """A training run as lineage of its output: the datasets, and which manifest it produced."""
+
+    output: OutputRef
+
+    def produced(self, digest: str) -> bool:
+        return self.output.digest.get("sha256") == digest
 
 
 class SiteLabels(BaseModel):
