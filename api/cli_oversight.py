@@ -1,14 +1,17 @@
 """`annex oversight ...`: log human-oversight acts and reviewers' training (Art 14, Art 26(2)).
 
-Reviewer ids are pseudonymised before anything is logged, with a keyed HMAC whose key is
-`<home>/oversight.key` (made on first use, mode 0600). Keep that key: without it the same
-reviewer gets a new pseudonym, and with it anyone can test whether a given person is behind one.
+Reviewer ids are pseudonymised before anything is logged, by the vault (`<home>/vault`, the
+same per-person secrets as inference callers): one person keeps one pseudonym, and `annex
+erase ID` destroys the secret, so the log's pseudonyms no longer lead back to them. The vault
+row and the log entry are written together: a refused append leaves no vault row behind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
@@ -22,15 +25,14 @@ from collectors.oversight import (
     Event,
     Pseudonymise,
     attestation_statement,
-    hmac_pseudonymiser,
     ingest_feed,
-    oversight_key,
     record_event,
 )
 from evidence.entry import rfc3339
 from evidence.errors import InputError
 from evidence.home import Home
 from evidence.keys import utc_now
+from evidence.vault import Vault
 from schemas.oversight import OversightAction, OversightLink
 from schemas.statement import parse_timestamp
 
@@ -39,8 +41,6 @@ oversight_app = typer.Typer(
 )
 app.add_typer(oversight_app, name="oversight", no_args_is_help=True)
 
-KEY_FILE = "oversight.key"
-
 ReviewerOpt = Annotated[
     str,
     typer.Option(help="The reviewer's id (e-mail, staff number); only a pseudonym is logged."),
@@ -48,9 +48,13 @@ ReviewerOpt = Annotated[
 SystemOpt = Annotated[str | None, typer.Option(help="The AI system, e.g. triage-prod.")]
 
 
-def reviewer_pseudonymiser(home: Home) -> Pseudonymise:
-    """Keyed HMAC over `<home>/oversight.key`: reviewer ids never reach the log in clear."""
-    return hmac_pseudonymiser(oversight_key(home.path / KEY_FILE))
+@contextmanager
+def reviewer_pseudonyms(home: Home) -> Iterator[Pseudonymise]:
+    """Pseudonyms from the vault, inside one vault transaction that rolls back if the block
+    raises (then no row is left for a reviewer whose event was never logged)."""
+    with Vault.open(home.path / "vault") as vault, vault.transaction():
+        now = int(utc_now().timestamp())
+        yield lambda reviewer: vault.subject(reviewer.strip(), now=now).pseudonym
 
 
 def parse_moment(value: str, option: str, *, now: datetime | None = None) -> datetime:
@@ -100,8 +104,8 @@ def record(
         action, reviewer, reason, moment, link=_link(request, batch, entry), system=system
     )
     target = open_home(home)
-    with target.open_store(write=True) as store:
-        index = record_event(store, event, reviewer_pseudonymiser(target))
+    with target.open_store(write=True) as store, reviewer_pseudonyms(target) as pseudonymise:
+        index = record_event(store, event, pseudonymise)
     if json_out:
         print_json({"index": index, "action": action.value})
     else:
@@ -118,14 +122,8 @@ def ingest(
     source = "stdin" if file == "-" else file
     data = _read_bytes(file)
     target = open_home(home)
-    with target.open_store(write=True) as store:
-        done = ingest_feed(
-            store,
-            data,
-            source=source,
-            pseudonymise=reviewer_pseudonymiser(target),
-            now=utc_now(),
-        )
+    with target.open_store(write=True) as store, reviewer_pseudonyms(target) as pseudonymise:
+        done = ingest_feed(store, data, source=source, pseudonymise=pseudonymise, now=utc_now())
     if json_out:
         print_json(
             {
@@ -182,10 +180,8 @@ def attest(
         system=system,
     )
     target = open_home(home)
-    with target.open_store(write=True) as store:
-        statement = attestation_statement(
-            attestation, reviewer_pseudonymiser(target), now=utc_now()
-        )
+    with target.open_store(write=True) as store, reviewer_pseudonyms(target) as pseudonymise:
+        statement = attestation_statement(attestation, pseudonymise, now=utc_now())
         index = store.append([statement], labels=["reviewer attestation"]).first_index
     until = rfc3339(attestation.valid_until)
     if json_out:

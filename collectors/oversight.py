@@ -2,9 +2,9 @@
 
 Reviewers are people: their ids never enter the log. Every function here takes a
 `pseudonymise` callable (reviewer id -> pseudonym) and logs only what it returns. The CLI wires
-it to a keyed HMAC (`hmac_pseudonymiser` over `oversight_key(<home>/oversight.key)`), so the same
-reviewer always gets the same pseudonym in one installation, and only the key's holder can test
-whether a given person is behind one.
+it to the vault (evidence/vault.py): a per-person secret keys the pseudonym, so the same
+reviewer keeps one pseudonym, and erasing the person (`annex erase ID`) destroys the secret and
+with it every link from the log's pseudonyms back to them.
 
 A feed is JSON Lines, one event per line:
 
@@ -20,20 +20,16 @@ error naming the file and line, and a feed with one bad line logs nothing. A fee
 from __future__ import annotations
 
 import hashlib
-import hmac
-import os
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from evidence.canonical import canonical_bytes
 from evidence.entry import rfc3339
-from evidence.errors import ConfigError, InputError
+from evidence.errors import InputError
 from evidence.store import Store
 from schemas.oversight import (
     FEED_SUBJECT,
@@ -53,65 +49,13 @@ __all__ = [
     "Pseudonymise",
     "attestation_statement",
     "event_statement",
-    "hmac_pseudonymiser",
     "ingest_feed",
-    "oversight_key",
     "parse_feed",
     "record_event",
 ]
 
 Pseudonymise = Callable[[str], str]
-KEY_BYTES = 32
 CLOCK_SKEW = timedelta(minutes=5)
-
-
-# -- pseudonyms ---------------------------------------------------------------------------------
-
-
-def hmac_pseudonymiser(key: bytes) -> Pseudonymise:
-    """Reviewer id -> "hmac-sha256:<hex>", keyed, so ids cannot be guessed back from the log."""
-    if len(key) < KEY_BYTES:
-        raise ConfigError(f"the oversight pseudonym key has {len(key)} bytes, needs {KEY_BYTES}")
-
-    def pseudonymise(reviewer: str) -> str:
-        mac = hmac.new(key, reviewer.strip().encode(), hashlib.sha256).hexdigest()
-        return f"hmac-sha256:{mac}"
-
-    return pseudonymise
-
-
-def oversight_key(path: Path) -> bytes:
-    """The installation's pseudonym key: read, or made once (32 random bytes, mode 0600).
-
-    A key readable by group or others is refused: whoever reads it can test guesses of ids.
-    """
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read_key(path)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the oversight key {path}: {exc.strerror}") from exc
-    key = secrets.token_bytes(KEY_BYTES)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return key
-
-
-def _read_key(path: Path) -> bytes:
-    try:
-        mode = path.stat().st_mode & 0o777
-        key = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the oversight key {path}: {exc.strerror}") from exc
-    if mode & 0o077:
-        raise ConfigError(
-            f"the oversight key {path} is readable by others (mode {mode:o}): chmod 600"
-        )
-    if len(key) != KEY_BYTES:
-        raise ConfigError(f"the oversight key {path} has {len(key)} bytes, expected {KEY_BYTES}")
-    return key
 
 
 # -- events -------------------------------------------------------------------------------------

@@ -205,3 +205,18 @@ def test_refusals_exit_2_and_append_nothing(fresh: Path, annex_at: AnnexAt) -> N
 def test_list_on_a_log_without_incidents(annex: Annex) -> None:
     done = annex.fast("incident", "list")
     assert done.code == 0 and "no incidents" in done.out
+
+
+def test_legal_hold_blocks_erasure_until_released(fresh: Path, annex_at: AnnexAt) -> None:
+    annex = annex_at(fresh)
+    reviewer = ("oversight", "record", "--action", "review", "--reviewer", "dana@example.com")
+    assert annex.fast(*reviewer, "--reason", "r").code == 0
+    opened = open_incident(annex, "--category", "other", "--id", "inc-hold")
+    size = log_size(fresh)
+    blocked = annex.fast("erase", "dana@example.com")
+    assert blocked.code == 2
+    assert f"legal hold by incident inc-hold (entry {opened['entry']})" in blocked.err
+    assert log_size(fresh) == size
+    released = annex.fast("incident", "update", "inc-hold", "--release-hold")
+    assert released.code == 0, released.err
+    assert annex.fast("erase", "dana@example.com").code == 0
