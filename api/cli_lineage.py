@@ -187,7 +187,7 @@ def _energy(joules: float | None, snapshot: Path | None) -> dict[str, Any]:
     if snapshot is None:
         return {
             "energy_source": "unknown",
-            "energy_note": "not measured (no --energy-joules or --energy-from-nvml)",
+            "energy_note": "not measured: no --energy-joules or --energy-from-nvml",
         }
     measured = energy_between(load_snapshot(snapshot), read_counters(load_pynvml()))
     source = "unknown" if measured.joules is None else "nvml"
