@@ -115,9 +115,8 @@ def sqlite_store(sqlite_home: Any) -> Any:
 
 
 def test_snapshot_freezes_newest_manifests_configs_and_checkpoint(
-    sqlite_store: Store, tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
-    store = sqlite_store
     store.append([model_statement("model:base", b"v1"), model_statement("adapter:lora", b"a1")])
     store.append([model_statement("model:base", b"v2")])
     store.append([model_statement("model:base", b"v2", MODEL_RELEASE)])
@@ -152,8 +151,7 @@ def test_snapshot_freezes_newest_manifests_configs_and_checkpoint(
     assert updated.snapshot == snap
 
 
-def test_legal_hold_set_on_open_and_released_on_close(sqlite_store: Store) -> None:
-    store = sqlite_store
+def test_legal_hold_set_on_open_and_released_on_close(store: Store) -> None:
     assert active_holds(store) == []
     index, opened = open_one(store, IncidentCategory.DEATH, incident_id="inc-1")
     assert opened.legal_hold
