@@ -377,7 +377,10 @@ class Reader:
         if content is not None and batch.content is not None and subject is not None:
             # Content without a caller has no data subject to key it to: it is not retained.
             digest = self._encrypt(batch, number, subject, content)
-        leaf = line_leaf(number, record, pseudonym, digest, plain=self._decoder.plain)
+        try:
+            leaf = line_leaf(number, record, pseudonym, digest, plain=self._decoder.plain)
+        except InputError as exc:  # an integer beyond 2**53: RFC 8785 has no bytes for it
+            raise _fail(self.source.path, number, str(exc)) from None
         batch.tree.append(leaf)
         batch.leaves.write(LEAF_RECORD.pack(number, leaf))
         batch.last_line = number
@@ -439,7 +442,10 @@ class LineDecoder:
     def _float(self, token: str) -> float | int:
         value = float(token)
         if value == 0 or 1e-4 <= abs(value) < 1e16:
-            return int(value) if value.is_integer() else value
+            if not value.is_integer():
+                return value
+            if abs(value) <= 2**53 - 1:
+                return int(value)
         self.plain = False
         return value
 
