@@ -48,6 +48,7 @@ __all__ = [
     "Ingested",
     "Pseudonymise",
     "attestation_statement",
+    "check_links",
     "event_statement",
     "ingest_feed",
     "parse_feed",
@@ -71,6 +72,7 @@ class Event:
     at: datetime
     link: OversightLink | None = None
     system: str | None = None
+    where: str = "the event"  # for errors: "feed.jsonl line 3"
 
 
 def _subject(pseudonym: str, predicate: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,8 +108,20 @@ def event_statement(
     }
 
 
+def check_links(events: Sequence[Event], size: int) -> None:
+    """Refuses an event that names a batch or entry the log does not hold (yet)."""
+    for event in events:
+        link = event.link
+        if link is not None and link.entry is not None and link.entry >= size:
+            raise InputError(
+                f"{event.where}: {link.kind} {link.entry} is not in the log, "
+                f"which holds {size} entries"
+            )
+
+
 def record_event(store: Store, event: Event, pseudonymise: Pseudonymise) -> int:
     """Logs one event; its entry index."""
+    check_links([event], store.size())
     statement = event_statement(event, pseudonymise)
     return store.append([statement], labels=["oversight event"]).first_index
 
@@ -174,6 +188,7 @@ def _feed_event(text: str, where: str, now: datetime) -> Event:
         at=at,
         link=_link(line, where),
         system=line.system,
+        where=where,
     )
 
 
@@ -221,6 +236,7 @@ def ingest_feed(
     if found := _logged_feed(store, digest):
         return Ingested(found[0], 0, digest, already=True)
     events = parse_feed(data, source=source, now=now)
+    check_links(events, store.size())
     statements = [event_statement(e, pseudonymise, feed_digest=digest) for e in events]
 
     def build(_size: int) -> Sequence[Mapping[str, Any]]:

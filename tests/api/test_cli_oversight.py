@@ -71,6 +71,7 @@ def test_record_links_and_refusals(fresh: Path, annex_at: AnnexAt, template: Tem
     for args, message in (
         (("--action", "approve", "--batch", "1", "--request", "x"), "at most one of"),
         (("--action", "approve", "--entry", "-1"), "must be a log index"),
+        (("--action", "approve", "--entry", "999"), "entry 999 is not in the log"),
         (("--action", "approve", "--at", "2026-11-24T08:00:00"), "has no UTC offset"),
         (("--action", "approve", "--at", "2999-01-01T00:00:00Z"), "in the future"),
         (("--action", "approve", "--reason", ""), "reason"),

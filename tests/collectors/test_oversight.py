@@ -147,6 +147,11 @@ def test_ingest_is_atomic_and_recognises_a_feed_logged_before(sqlite_store: Stor
             now=NOW,
         )
     assert store.size() == size  # nothing from the bad feed
+    with pytest.raises(InputError, match=f"f line 2: batch {size} is not in the log"):
+        ingest_feed(
+            store, feed(line(), line(batch=size)), source="f", pseudonymise=pseudonymise, now=NOW
+        )
+    assert store.size() == size
 
     data = feed(line(request="a"), line(action="escalate", request="b"))
     first = ingest_feed(store, data, source="f", pseudonymise=pseudonymise, now=NOW)
