@@ -28,7 +28,7 @@ from collectors.inference_log import (
 )
 from collectors.inference_proof import batch_of, prove_line, read_content
 from evidence.blobs import BlobStore
-from evidence.errors import CollectorError, InputError
+from evidence.errors import CollectorError, InputError, VerificationError
 from evidence.home import Home
 from evidence.store import Store
 from evidence.vault import Vault
@@ -257,7 +257,7 @@ def test_a_changed_leaves_blob_fails_the_proof(rig: Rig, tmp_path: Path) -> None
     data = bytearray(leaves.read_bytes())
     data[20] ^= 1
     leaves.write_bytes(bytes(data))
-    with pytest.raises(Exception, match="does not lead to the root|was changed|root"):
+    with pytest.raises(VerificationError, match="was changed"):
         prove_line(rig.store, rig.blobs, done.first_index or 0, 2)
 
 
@@ -405,5 +405,5 @@ def test_fast_leaf_bytes_equal_rfc8785(record: dict[str, Any]) -> None:
 
 def test_integer_beyond_two_to_the_53_is_refused_by_line(rig: Rig, tmp_path: Path) -> None:
     path = write_log(tmp_path / "gw.jsonl", [request(1), request(2, seed=2**63)])
-    with pytest.raises(CollectorError, match="gw.jsonl line 2: .*safe integer"):
+    with pytest.raises(CollectorError, match=r"gw\.jsonl line 2: .*safe integer"):
         rig.ingest(path)
