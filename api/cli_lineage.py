@@ -20,7 +20,7 @@ from rich.tree import Tree
 
 from api.cli_base import HomeOpt, JsonOpt, app, collect_app, command, open_home
 from api.output import print_json, progress_bar, stdout
-from collectors.datasets import collect_dataset, find_datasets
+from collectors.datasets import already_logged, collect_dataset
 from collectors.energy import energy_between, load_snapshot, read_counters
 from collectors.hash_cache import HashCache
 from collectors.nvml import load_pynvml
@@ -75,14 +75,11 @@ def collect_dataset_command(
         statement = collect_dataset(
             path, datasheet=datasheet, name=name, cache=cache, progress=progress
         )
-        digest = statement["subject"][0]["digest"]["sha256"]
-        known = [] if store is None else find_datasets(store, digest=digest)
-        index = None
-        if known:
-            index = known[0].entry
-        elif store is not None and not dry_run:
+        known = None if store is None else already_logged(store, statement)
+        index = known
+        if known is None and store is not None and not dry_run:
             index = store.append([statement], labels=[str(path)]).first_index
-    _report_dataset(statement, index, already=bool(known), dry_run=dry_run, json_out=json_out)
+    _report_dataset(statement, index, already=known is not None, dry_run=dry_run, json_out=json_out)
 
 
 def _report_dataset(
@@ -220,7 +217,7 @@ def _report_run(statement: dict[str, Any], index: int | None, *, json_out: bool)
 
 
 @command(collect_app, "energy-counters")
-def energy_counters(json_out: JsonOpt = True) -> None:
+def energy_counters(json_out: JsonOpt = False) -> None:
     """Print NVML's cumulative energy counters as JSON: the start for --energy-from-nvml."""
     print_json(read_counters(load_pynvml()).to_json())
 

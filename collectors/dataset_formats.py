@@ -3,7 +3,9 @@
 Text formats are streamed once, line by line, in constant memory; the bytes read are hashed on
 the way and must give the SHA-256 the manifest recorded, so the counts describe exactly the
 hashed file (a file changed in between is an error). Parquet is read from its footer only
-(row count and Arrow schema), through pyarrow, imported when the first Parquet file is met.
+(row count and Arrow schema), through pyarrow, imported when the first Parquet file is met; its
+bytes are not hashed a second time, so a Parquet file rewritten between the hashing and the
+footer read would go unnoticed (the manifest digest still binds the hashed bytes).
 
 Every refusal names the file and the line: a malformed JSON line, a line that is not an object,
 a byte that is not UTF-8, a CSV row with more or fewer fields than the header.
@@ -68,17 +70,21 @@ def hashed_lines(path: Path, sha256: str) -> Iterator[tuple[int, bytes]]:
     hasher = hashlib.sha256()
     try:
         with path.open("rb") as handle:
-            carry = b""
+            pending: list[bytes] = []  # the start of a line longer than one chunk
             number = 0
             while chunk := handle.read(_CHUNK):
                 hasher.update(chunk)
-                lines = (carry + chunk).split(b"\n")
-                carry = lines.pop()
+                if b"\n" not in chunk:
+                    pending.append(chunk)
+                    continue
+                lines = chunk.split(b"\n")
+                lines[0] = b"".join([*pending, lines[0]])
+                pending = [lines.pop()]
                 for line in lines:
                     number += 1
                     yield number, line + b"\n"
-            if carry:
-                yield number + 1, carry
+            if any(pending):
+                yield number + 1, b"".join(pending)
     except OSError as exc:
         raise CollectorError(f"cannot read {path}: {exc.strerror}") from None
     if hasher.hexdigest() != sha256:

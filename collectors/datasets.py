@@ -239,3 +239,15 @@ def find_datasets(
                 )
         after = page[-1].index
     return found
+
+
+def already_logged(store: Store, statement: dict[str, Any]) -> int | None:
+    """The entry that logged this same snapshot: same name, manifest and datasheet bytes."""
+    digest = statement["subject"][0]["digest"]["sha256"]
+    predicate = statement["predicate"]
+    for ref in find_datasets(store, digest=digest):
+        logged = store.get(ref.entry).statement["predicate"]
+        same = all(logged.get(k) == predicate.get(k) for k in ("name", "datasheetSha256"))
+        if same:
+            return ref.entry
+    return None

@@ -102,9 +102,10 @@ class Graph:
         hexpart = wanted.lower().removeprefix("sha256:")
         if wanted in self.nodes:
             return wanted
+        found: list[str] = []
         if len(hexpart) >= 6 and all(c in "0123456789abcdef" for c in hexpart):
             found = [n for n in self.nodes if n.startswith(f"sha256:{hexpart}")]
-        else:
+        if not found:
             found = [n.id for n in self.nodes.values() if _named(n, wanted)]
         if not found:
             raise InputError(
