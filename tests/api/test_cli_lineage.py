@@ -232,3 +232,20 @@ def test_annex_lineage_prints_upstream_and_downstream(
     assert {e["relation"] for e in down["edges"]} >= {"input", "produced"}
     missing = annex.fast("lineage", "no-such-thing")
     assert missing.code == 2 and "is not in the lineage graph" in missing.err
+
+
+def test_a_changed_datasheet_outside_the_data_is_a_new_snapshot(
+    annex: Annex, fresh: Path, template: Template, tmp_path: Path
+) -> None:
+    data = tmp_path / "rows.csv"
+    data.write_text("a,b\n1,2\n")
+    sheet = tmp_path / "sheet.yaml"
+    sheet.write_text("licence: MIT\n")
+    assert annex.fast("collect", "dataset", data, "--datasheet", sheet).code == 0
+    assert annex.fast("collect", "dataset", data, "--datasheet", sheet).code == 0
+    assert log_size(fresh) == template.size + 1  # recognised
+    sheet.write_text("licence: CC-BY-4.0\n")
+    done = annex.fast("collect", "dataset", data, "--datasheet", sheet, "--json")
+    assert done.code == 0, done.err
+    assert done.json()["alreadyLogged"] is False
+    assert log_size(fresh) == template.size + 2

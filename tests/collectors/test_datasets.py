@@ -168,3 +168,16 @@ def test_a_file_that_changes_after_hashing_is_refused(tmp_path: Path) -> None:
     data.write_text('{"a": 1}\n')
     with pytest.raises(CollectorError, match="changed after it was hashed"):
         read_jsonl(data, "0" * 64)
+
+
+def test_lines_longer_than_a_read_chunk_are_whole(tmp_path: Path) -> None:
+    from collectors.dataset_formats import hashed_lines
+
+    data = tmp_path / "long.jsonl"
+    long_value = "x" * (3 << 20)  # three read chunks in one line
+    data.write_text(f'{{"a": "{long_value}"}}\n{{"b": 1}}')
+    digest = build_manifest(tmp_path).by_path()["long.jsonl"].sha256
+    lines = list(hashed_lines(data, digest))
+    assert [n for n, _ in lines] == [1, 2]
+    assert len(lines[0][1]) == len(long_value) + 10
+    assert lines[1][1] == b'{"b": 1}'
