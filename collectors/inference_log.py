@@ -52,7 +52,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from evidence.blobs import BlobStore, BlobWriter
 from evidence.entry import rfc3339
 from evidence.errors import CollectorError, InputError
-from evidence.merkle import CompactRange
+from evidence.merkle import CompactRange, node_hash
 from evidence.store import Store
 from evidence.vault import ContentKey, Subject, Vault
 from schemas.inference import (
@@ -252,14 +252,37 @@ class Batch:
     keys: dict[str, ContentKey] = field(default_factory=dict)  # pseudonym -> this batch's key
     leaves_digest: str | None = None
     content_digest: str | None = None
+    _pending: bytearray = field(default_factory=bytearray)
 
     def commit(self) -> None:
+        self._flush()
         self.leaves_digest = self.leaves.commit()
         if self.content is not None:
             self.content_digest = self.content.commit()
 
+    def add(self, number: int, leaf: bytes) -> None:
+        """Folds a leaf into the tree's right edge (CompactRange.append without its report of
+        the subtrees made, which a batch does not keep) and records it for the leaves blob."""
+        tree, h, index = self.tree, leaf, self.tree.size
+        while index & 1:
+            h = node_hash(tree.hashes.pop(), h)
+            index >>= 1
+        tree.hashes.append(h)
+        tree.size += 1
+        self._pending += LEAF_RECORD.pack(number, leaf)
+        if len(self._pending) >= 1 << 20:
+            self.leaves.write(bytes(self._pending))
+            self._pending.clear()
+        self.last_line = number
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.leaves.write(bytes(self._pending))
+            self._pending.clear()
+
     def preview(self) -> None:
         """Names the blobs as a commit would, then drops them (a dry run)."""
+        self._flush()
         self.leaves_digest = self.leaves.digest()
         self.content_digest = None if self.content is None else self.content.digest()
         self.abort()
@@ -354,7 +377,7 @@ class Reader:
             for number, raw in enumerate(f, start=1):
                 done += len(raw)
                 self.lines = number
-                if not raw.strip():
+                if raw.isspace():
                     continue
                 if batch is None or (self.batch_size and batch.tree.size >= self.batch_size):
                     batch = self._new_batch(number)
@@ -381,9 +404,7 @@ class Reader:
             leaf = line_leaf(number, record, pseudonym, digest, plain=self._decoder.plain)
         except InputError as exc:  # an integer beyond 2**53: RFC 8785 has no bytes for it
             raise _fail(self.source.path, number, str(exc)) from None
-        batch.tree.append(leaf)
-        batch.leaves.write(LEAF_RECORD.pack(number, leaf))
-        batch.last_line = number
+        batch.add(number, leaf)
 
     def _subject(self, caller: str) -> Subject:
         subject = self._subjects.get(caller)
