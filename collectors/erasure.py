@@ -86,6 +86,20 @@ def batch_entries(store: Store, batches: tuple[str, ...]) -> tuple[int, ...]:
     return tuple(sorted(found))
 
 
+def batches_naming(store: Store, pseudonyms: tuple[str, ...]) -> tuple[int, ...]:
+    """Entry indices of the inference batches whose callers list one of these pseudonyms."""
+    wanted = set(pseudonyms)
+    found = []
+    after: int | None = None
+    while page := store.query(predicate_type=INFERENCE_BATCH, after=after, limit=200):
+        for entry in page:
+            callers = entry.statement["predicate"].get("callers", ())
+            if any(c.get("pseudonym") in wanted for c in callers):
+                found.append(entry.index)
+        after = page[-1].index
+    return tuple(found)
+
+
 def receipt_statement(predicate: ErasurePredicate) -> dict[str, Any]:
     """Subject `erasure:<pseudonym>` (or `retention-expiry`), digest over the pseudonyms."""
     label = predicate.pseudonyms[0] if predicate.trigger == "request" else "retention-expiry"
@@ -108,11 +122,19 @@ def _predicate(
             "pseudonyms": destroyed.pseudonyms,
             "keysDestroyed": destroyed.keys,
             "pseudonymSecretsDestroyed": destroyed.secrets,
-            "batches": batch_entries(store, destroyed.batches),
+            "batches": _affected(store, destroyed, trigger),
             "reason": reason,
             "legalBasis": GDPR_ERASURE if trigger == "request" else None,
         }
     )
+
+
+def _affected(store: Store, destroyed: Destroyed, trigger: str) -> tuple[int, ...]:
+    """Batches whose keys went; on request also those naming the pseudonym (no content kept)."""
+    found = set(batch_entries(store, destroyed.batches))
+    if trigger == "request":
+        found.update(batches_naming(store, destroyed.pseudonyms))
+    return tuple(sorted(found))
 
 
 def erase(store: Store, vault: Vault, caller: str, *, reason: str | None, now: datetime) -> Receipt:

@@ -309,7 +309,13 @@ def _key_ids(rig: Rig, index: int) -> set[bytes]:
 def test_a_new_ingest_after_erasure_gets_a_new_pseudonym(rig: Rig, tmp_path: Path) -> None:
     first = rig.ingest(write_log(tmp_path / "a.jsonl", [request(1)]))
     old = predicate(rig, first.first_index or 0)["callers"][0]["pseudonym"]
-    erase(rig.store, rig.vault, "alice@example.com", reason=None, now=NOW)
+    receipt = erase(rig.store, rig.vault, "alice@example.com", reason=None, now=NOW)
+    # No content was kept: no key to destroy, but the secret goes and the batch is named.
+    assert (receipt.predicate.keys_destroyed, receipt.predicate.pseudonym_secrets_destroyed) == (
+        0,
+        1,
+    )
+    assert receipt.predicate.batches == (first.first_index,)
     second = rig.ingest(write_log(tmp_path / "b.jsonl", [request(3)]))
     assert predicate(rig, second.first_index or 0)["callers"][0]["pseudonym"] != old
 
