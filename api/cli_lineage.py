@@ -20,7 +20,7 @@ from rich.tree import Tree
 
 from api.cli_base import HomeOpt, JsonOpt, app, collect_app, command, open_home
 from api.output import print_json, progress_bar, stdout
-from collectors.datasets import already_logged, collect_dataset
+from collectors.datasets import already_logged, describe, statement_of, take_snapshot
 from collectors.energy import energy_between, load_snapshot, read_counters
 from collectors.hash_cache import HashCache
 from collectors.nvml import load_pynvml
@@ -72,13 +72,15 @@ def collect_dataset_command(
         store = _store(target, dry_run, stack)
         cache = None if store is None else stack.enter_context(HashCache(target.path / CACHE_PATH))
         progress = stack.enter_context(progress_bar("hashing", enabled=not json_out))
-        statement = collect_dataset(
-            path, datasheet=datasheet, name=name, cache=cache, progress=progress
-        )
-        known = None if store is None else already_logged(store, statement)
+        snap = take_snapshot(path, datasheet=datasheet, name=name, cache=cache, progress=progress)
+        known = None if store is None else already_logged(store, snap)
         index = known
-        if known is None and store is not None and not dry_run:
-            index = store.append([statement], labels=[str(path)]).first_index
+        if known is None:
+            statement = statement_of(describe(snap))
+            if store is not None and not dry_run:
+                index = store.append([statement], labels=[str(path)]).first_index
+        else:
+            statement = store.get(known).statement if store is not None else {}
     _report_dataset(statement, index, already=known is not None, dry_run=dry_run, json_out=json_out)
 
 

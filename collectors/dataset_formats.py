@@ -17,6 +17,7 @@ import csv
 import hashlib
 import importlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -145,23 +146,23 @@ def read_jsonl(path: Path, sha256: str) -> tuple[int, dict[str, str]]:
 # -- CSV / TSV ------------------------------------------------------------------------------------
 
 
+_BOOLEANS = frozenset({"true", "false"})
+_INTEGER = re.compile(r"[+-]?\d+")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|nan)", re.IGNORECASE)
+
+
 def cell_type(cell: str) -> str | None:
     """The type a CSV cell reads as: integer, number, boolean, string; None when empty."""
+    if cell.isascii() and cell.isdigit():
+        return "integer"  # the common case, without a regular expression
     text = cell.strip()
     if not text:
         return None
-    if text.lower() in ("true", "false"):
+    if text.lower() in _BOOLEANS:
         return "boolean"
-    try:
-        int(text)
+    if _INTEGER.fullmatch(text):
         return "integer"
-    except ValueError:
-        pass
-    try:
-        float(text)
-        return "number"
-    except ValueError:
-        return "string"
+    return "number" if _NUMBER.fullmatch(text) else "string"
 
 
 def column_type(seen: set[str]) -> str:
@@ -193,6 +194,8 @@ def read_csv(path: Path, sha256: str, *, delimiter: str) -> tuple[int, dict[str,
                 )
             rows += 1
             for kinds, cell in zip(seen, row, strict=True):
+                if "string" in kinds:
+                    continue  # a string column stays one: no need to look further
                 kind = cell_type(cell)
                 if kind is not None:
                     kinds.add(kind)

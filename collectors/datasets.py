@@ -124,6 +124,36 @@ def summarise_files(
     return tuple(summaries)
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A dataset hashed, its datasheet read: enough to tell whether the log already holds it."""
+
+    target: Path
+    root: Path  # the directory the manifest's paths are relative to
+    manifest: Manifest
+    datasheet: LoadedDatasheet | None
+    inside: str | None  # the datasheet's path in the manifest, when it is one of the files
+    name: str
+
+
+def take_snapshot(
+    target: Path,
+    *,
+    datasheet: Path | None = None,
+    name: str | None = None,
+    cache: HashCache | None = None,
+    progress: Progress | None = None,
+) -> Snapshot:
+    """Reads the datasheet (first: a bad one fails before any hashing) and hashes the data."""
+    sheet_path = datasheet or find_datasheet(target)
+    loaded = None if sheet_path is None else read_datasheet(sheet_path)
+    manifest = dataset_manifest(target, cache=cache, progress=progress)
+    root = target.resolve() if target.is_dir() else target.resolve().parent
+    inside = _inside(root, manifest, loaded)
+    chosen = name or (loaded.sheet.name if loaded else None) or target.resolve().name
+    return Snapshot(target, root, manifest, loaded, inside, chosen)
+
+
 def collect_dataset(
     target: Path,
     *,
@@ -134,14 +164,8 @@ def collect_dataset(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The DATASET statement of a directory or file, with its datasheet's declarations."""
-    sheet_path = datasheet or find_datasheet(target)
-    loaded = None if sheet_path is None else read_datasheet(sheet_path)
-    manifest = dataset_manifest(target, cache=cache, progress=progress)
-    root = target.resolve() if target.is_dir() else target.resolve().parent
-    inside = _inside(root, manifest, loaded)
-    files = summarise_files(root, manifest, loaded.sheet if loaded else None, inside)
-    predicate = describe(target, manifest, files, loaded, inside, name=name, now=now)
-    return statement_of(predicate)
+    snap = take_snapshot(target, datasheet=datasheet, name=name, cache=cache, progress=progress)
+    return statement_of(describe(snap, now=now))
 
 
 def _inside(root: Path, manifest: Manifest, loaded: LoadedDatasheet | None) -> str | None:
@@ -155,17 +179,11 @@ def _inside(root: Path, manifest: Manifest, loaded: LoadedDatasheet | None) -> s
     return relative if relative in manifest.by_path() else None
 
 
-def describe(
-    target: Path,
-    manifest: Manifest,
-    files: tuple[FileSummary, ...],
-    loaded: LoadedDatasheet | None,
-    inside: str | None,
-    *,
-    name: str | None = None,
-    now: datetime | None = None,
-) -> DatasetPredicate:
+def describe(snap: Snapshot, *, now: datetime | None = None) -> DatasetPredicate:
+    """Reads every file (records, schema) and combines it with the datasheet's declarations."""
+    loaded = snap.datasheet
     sheet = loaded.sheet if loaded is not None else Datasheet()
+    files = summarise_files(snap.root, snap.manifest, sheet if loaded else None, snap.inside)
     declared = {
         "description": sheet.description,
         "source": sheet.source,
@@ -184,13 +202,13 @@ def describe(
     records = None if not data or None in counts else sum(c or 0 for c in counts)
     return DatasetPredicate(
         observed_at=rfc3339(now or utc_now()),
-        name=name or sheet.name or target.resolve().name,
+        name=snap.name,
         host=socket.gethostname(),
-        path=str(target.resolve()),
-        manifest=manifest,
+        path=str(snap.target.resolve()),
+        manifest=snap.manifest,
         files=files,
         records=records,
-        datasheet=None if loaded is None else inside or str(loaded.path.resolve()),
+        datasheet=None if loaded is None else snap.inside or str(loaded.path.resolve()),
         datasheet_sha256=None if loaded is None else loaded.sha256,
         missing=missing,
         **declared,
@@ -241,13 +259,11 @@ def find_datasets(
     return found
 
 
-def already_logged(store: Store, statement: dict[str, Any]) -> int | None:
+def already_logged(store: Store, snap: Snapshot) -> int | None:
     """The entry that logged this same snapshot: same name, manifest and datasheet bytes."""
-    digest = statement["subject"][0]["digest"]["sha256"]
-    predicate = statement["predicate"]
-    for ref in find_datasets(store, digest=digest):
+    sheet_sha = None if snap.datasheet is None else snap.datasheet.sha256
+    for ref in find_datasets(store, name=snap.name, digest=snap.manifest.digest):
         logged = store.get(ref.entry).statement["predicate"]
-        same = all(logged.get(k) == predicate.get(k) for k in ("name", "datasheetSha256"))
-        if same:
+        if logged.get("datasheetSha256") == sheet_sha:
             return ref.entry
     return None
