@@ -318,7 +318,7 @@ def lineage(
 
 
 def _tree(graph: Graph, root: str, *, up: bool, title: str) -> Tree:
-    tree = Tree(f"{graph.nodes[root].kind} {graph.nodes[root].label()} — {title}")
+    tree = Tree(f"{graph.nodes[root].label()} — {title}")
     _grow(graph, tree, root, up=up, seen={root})
     return tree
 
@@ -328,7 +328,7 @@ def _grow(graph: Graph, branch: Tree, node_id: str, *, up: bool, seen: set[str])
         other = edge.source if up else edge.target
         node = graph.nodes[other]
         entries = ", ".join(str(i) for i in sorted(graph.edges[edge]))
-        text = f"{edge.relation}: {node.kind} {node.label()}  [entry {entries}]"
+        text = f"{edge.relation}: {node.label()}  [entry {entries}]"
         if other in seen:
             branch.add(text + " (shown above)")
             continue

@@ -50,6 +50,7 @@ class Logged:
     digest: str
     entry: int
     parameters: int | None
+    bound_base: str | None = None  # an adapter's base, as its manifest entry bound it
 
     def artifact(self) -> Artifact:
         return Artifact(
@@ -76,9 +77,17 @@ def _manifests(store: Store) -> list[Logged]:
 def _logged(entry: Entry) -> Logged:
     first = entry.subjects[0]
     kind, _, name = first.name.partition(":")
-    parameters = entry.statement.get("predicate", {}).get("parameters")
+    predicate = entry.statement.get("predicate", {})
+    parameters = predicate.get("parameters")
+    adapter = predicate.get("adapter")
+    bound = adapter.get("baseManifestDigest") if isinstance(adapter, dict) else None
     return Logged(
-        kind, name, first.digest, entry.index, parameters if isinstance(parameters, int) else None
+        kind,
+        name,
+        first.digest,
+        entry.index,
+        parameters if isinstance(parameters, int) else None,
+        bound if isinstance(bound, str) else None,
     )
 
 
@@ -179,6 +188,12 @@ def training_run(
         raise InputError(f"--output {output.name} is a {output.kind}, not a model or adapter")
     if output.digest == base.digest:
         raise InputError("--output and --base are the same manifest: a run produces something new")
+    if output.bound_base is not None and output.bound_base != base.digest:
+        raise InputError(
+            f"--output adapter {output.name} (entry {output.entry}) is bound to the base "
+            f"sha256:{output.bound_base[:12]}…, not to --base {base.name} "
+            f"sha256:{base.digest[:12]}…: name the base it was trained on"
+        )
     parameters = facts.parameters if facts.parameters is not None else base.parameters
     if parameters is None:
         raise InputError(

@@ -40,6 +40,7 @@ class Node:
     entries: set[int] = field(default_factory=set)
 
     def label(self) -> str:
+        """`dataset:tickets  sha256:1a2b3c4d5e6f…`, or `training-run@12` for a run."""
         name = self.names[0] if self.names else self.id
         return name if self.id.startswith("run:") else f"{name}  {self.id[:19]}…"
 

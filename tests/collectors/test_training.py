@@ -145,3 +145,19 @@ def test_a_snapshot_file_round_trips_and_bad_ones_are_refused(tmp_path: Path) ->
     path.write_text("[]")
     with pytest.raises(InputError, match="an energy snapshot has `counters`"):
         load_snapshot(path)
+
+
+def test_an_adapter_bound_to_another_base_is_refused(store: Store, tmp_path: Path) -> None:
+    from collectors.models import collect_model
+    from tests.collectors.model_dirs import write_base_model
+
+    chain = log_chain(store, tmp_path)
+    other = collect_model(write_base_model(tmp_path / "other-base", seed=11), name="other-base")
+    store.append([other])
+    data = [resolve_dataset(store, chain.dataset_digest)]
+    lora = resolve_manifest(store, "lora", kinds=("adapter",), what="o")
+    wrong = resolve_manifest(store, "other-base", kinds=("model",), what="b")
+    with pytest.raises(
+        InputError, match=r"--output adapter lora \(entry \d+\) is bound to the base"
+    ):
+        training_run(data, wrong, lora, RunFacts(tokens=1))
