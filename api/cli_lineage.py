@@ -287,7 +287,8 @@ def _report_lineage(
         stdout.print(json.dumps(statements, indent=2, ensure_ascii=False))
     stdout.print(f"{count} OpenLineage event(s)")
     if indices:
-        stdout.print(f"  logged          entries {indices[0]}..{indices[-1]}")
+        span = str(indices[0]) if len(indices) == 1 else f"{indices[0]}..{indices[-1]}"
+        stdout.print(f"  logged          entry {span}")
     if already:
         shown = ", ".join(str(i) for i in already[:20])
         stdout.print(f"  already logged at entry {shown}: not appended again")
@@ -313,13 +314,18 @@ def lineage(
     if json_out:
         print_json(graph.around(node_id))
         return
-    stdout.print(_tree(graph, node_id, up=True, title="upstream (what it came from)"))
-    stdout.print(_tree(graph, node_id, up=False, title="downstream (what came from it)"))
+    for up, title in (
+        (True, "upstream (what it came from)"),
+        (False, "downstream (what came from it)"),
+    ):
+        stdout.print(_tree(graph, node_id, up=up, title=title), soft_wrap=False)
 
 
 def _tree(graph: Graph, root: str, *, up: bool, title: str) -> Tree:
     tree = Tree(f"{graph.nodes[root].label()} — {title}")
     _grow(graph, tree, root, up=up, seen={root})
+    if not tree.children:
+        tree.add("(nothing recorded)")
     return tree
 
 
