@@ -181,3 +181,25 @@ def test_lines_longer_than_a_read_chunk_are_whole(tmp_path: Path) -> None:
     assert [n for n, _ in lines] == [1, 2]
     assert len(lines[0][1]) == len(long_value) + 10
     assert lines[1][1] == b'{"b": 1}'
+
+
+def test_without_pyarrow_a_parquet_file_is_a_clear_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    from collectors import dataset_formats
+
+    real = importlib.import_module
+
+    def no_pyarrow(name: str, package: str | None = None) -> object:
+        if name.startswith("pyarrow"):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, package)
+
+    monkeypatch.setattr(dataset_formats.importlib, "import_module", no_pyarrow)
+    directory = write_dataset(tmp_path / "d")
+    with pytest.raises(CollectorError, match=r"test.parquet: reading Parquet needs pyarrow"):
+        collect_dataset(directory)
+    (directory / "test.parquet").unlink()
+    assert collect_dataset(directory)["predicate"]["records"] == 5  # the other formats need none
