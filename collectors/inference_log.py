@@ -14,11 +14,14 @@ Blank lines are skipped (they keep their number). Anything else wrong is a Colle
 names the file and the line; the caller appends nothing.
 
 Content (`messages`, `prompt`, `response`, and the `message`, `text`, `delta` and `logprobs` of
-each choice) never enters the log. With retention on, each line's content is encrypted with
+each choice) never enters the log nor a leaf. With retention on, each line is encrypted with
 AES-256-GCM under its caller's content key for this batch (random 96-bit nonce; associated data
-binds the leaf format, the file's SHA-256 and the line number) and written to one content blob
-per batch as records: line (8 bytes, big-endian), key id (16), nonce (12), length (4),
-ciphertext with tag. The line's "content digest" is SHA-256(nonce || ciphertext with tag).
+binds the leaf format, the file's SHA-256 and the line number). What is encrypted is the line's
+own bytes, exactly as in the file (the subject's whole request, metadata included): an access
+request gets back the original line. Ciphertexts go to one content blob per batch as records:
+line (8 bytes, big-endian), key id (16), nonce (12), length (4), ciphertext with tag. The
+line's "content digest" is SHA-256(nonce || ciphertext with tag). A line without a caller has
+no data subject to key it to: its content is not retained.
 
 A line's leaf (see schemas/inference.py): SHA-256(0x00 || RFC 8785 JSON of {"caller": the
 caller's pseudonym or null, "content": content digest or null, "line": physical line number,
@@ -249,7 +252,8 @@ class Batch:
     last_line: int = 0
     tree: CompactRange = field(default_factory=CompactRange)
     stats: _Stats = field(default_factory=_Stats)
-    keys: dict[str, ContentKey] = field(default_factory=dict)  # pseudonym -> this batch's key
+    # pseudonym -> this batch's key for that subject, and its cipher
+    keys: dict[str, tuple[ContentKey, AESGCM]] = field(default_factory=dict)
     leaves_digest: str | None = None
     content_digest: str | None = None
     _pending: bytearray = field(default_factory=bytearray)
@@ -381,13 +385,13 @@ class Reader:
                     continue
                 if batch is None or (self.batch_size and batch.tree.size >= self.batch_size):
                     batch = self._new_batch(number)
-                self._line(batch, number, decoder.parse(raw, where, number))
+                self._line(batch, number, decoder.parse(raw, where, number), raw)
                 if progress is not None and not number & 0x3FFF:
                     progress(done, self.source.size)
         if done != self.source.size:
             raise CollectorError(f"{where} changed while it was read: ingest it again")
 
-    def _line(self, batch: Batch, number: int, obj: dict[str, Any]) -> None:
+    def _line(self, batch: Batch, number: int, obj: dict[str, Any], raw: bytes) -> None:
         record, content = split_line(obj)
         caller = _check(obj, self.source.path, number, batch.stats)
         subject = None if caller is None else self._subject(caller)
@@ -399,7 +403,7 @@ class Reader:
         digest = None
         if content is not None and batch.content is not None and subject is not None:
             # Content without a caller has no data subject to key it to: it is not retained.
-            digest = self._encrypt(batch, number, subject, content)
+            digest = self._encrypt(batch, number, subject, raw)
         try:
             leaf = line_leaf(number, record, pseudonym, digest, plain=self._decoder.plain)
         except InputError as exc:  # an integer beyond 2**53: RFC 8785 has no bytes for it
@@ -413,18 +417,19 @@ class Reader:
             self._subjects[caller] = subject
         return subject
 
-    def _encrypt(self, batch: Batch, number: int, subject: Subject, content: dict[str, Any]) -> str:
+    def _encrypt(self, batch: Batch, number: int, subject: Subject, raw: bytes) -> str:
         pseudonym = subject.pseudonym
-        key = batch.keys.get(pseudonym)
-        if key is None:
-            key = self.vault.new_content_key(
+        found = batch.keys.get(pseudonym)
+        if found is None:
+            made = self.vault.new_content_key(
                 subject,
                 batch=f"{self.source.sha256}#{batch.number}",
                 retention=self.retention.name,
                 expires_at=int(self.expires_at.timestamp()),
             )
-            batch.keys[pseudonym] = key
-        nonce, sealed = seal(key.key, self.source.sha256, number, content)
+            found = batch.keys[pseudonym] = (made, AESGCM(made.key))
+        key, cipher = found
+        nonce, sealed = seal(cipher, self.source.sha256, number, raw)
         assert batch.content is not None
         batch.content.write(CONTENT_HEAD.pack(number, key.key_id, nonce, len(sealed)) + sealed)
         return hashlib.sha256(nonce + sealed).hexdigest()
@@ -434,11 +439,10 @@ def associated_data(source_sha256: str, line: int) -> bytes:
     return f"{LEAF_FORMAT}|{source_sha256}|{line}".encode()
 
 
-def seal(key: bytes, source_sha256: str, line: int, content: dict[str, Any]) -> tuple[bytes, bytes]:
-    """AES-256-GCM of the content's JSON; returns (nonce, ciphertext with tag)."""
+def seal(cipher: AESGCM, source_sha256: str, line: int, raw: bytes) -> tuple[bytes, bytes]:
+    """AES-256-GCM of the line's own bytes; returns (nonce, ciphertext with tag)."""
     nonce = os.urandom(12)
-    plain = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return nonce, AESGCM(key).encrypt(nonce, plain, associated_data(source_sha256, line))
+    return nonce, cipher.encrypt(nonce, raw, associated_data(source_sha256, line))
 
 
 class LineDecoder:

@@ -112,7 +112,7 @@ def _path_and_root(
 @dataclass(frozen=True)
 class RetainedLine:
     line: int
-    content: dict[str, Any]
+    content: dict[str, Any]  # the original line, as the gateway wrote it
     digest: str  # SHA-256 of nonce || ciphertext: the "content" of the line's leaf
 
 
