@@ -45,7 +45,7 @@ def collect_inference_log(
         bool,
         typer.Option(
             "--retain-content",
-            help="Keep prompts and completions, encrypted per caller (AES-256-GCM), in the vault.",
+            help="Keep prompts and completions, encrypted per caller (keys in the vault).",
         ),
     ] = False,
     retention: Annotated[
