@@ -19,10 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from api.cli_sign import sign_release
+from api.demo_data import DATASET_NAME, write_dataset
 from api.demo_model import ADAPTER_NAME, BASE_NAME, write_adapter, write_base_model
+from collectors.datasets import describe, take_snapshot
+from collectors.datasets import statement_of as dataset_statement
 from collectors.gpu import collect_gpu
 from collectors.models import BaseRef, collect_model
 from collectors.nvml import load_pynvml
+from collectors.training import RunFacts, resolve_dataset, resolve_manifest, training_run
 from evidence.dsse import Envelope
 from evidence.errors import ConfigError
 from evidence.home import Home
@@ -30,7 +34,7 @@ from evidence.note import TlogProof
 from evidence.store import Store
 from evidence.verify import verify_entry, verify_log
 from reports.gate import Verdict, run_gate
-from reports.policy import default_requirement
+from reports.policy import default_requirement, parse_policy, requirement_of
 from schemas.gpu import SiteLabels
 from schemas.statement import STATEMENT_TYPE, predicate_type
 
@@ -57,13 +61,6 @@ def _statement(kind: str, name: str, observed: str, **predicate: Any) -> dict[st
 def example_batches() -> list[list[dict[str, Any]]]:
     """Evidence of kinds not collected yet, as later collectors will log it."""
     lineage = [
-        _statement(
-            "dataset",
-            "dataset:cv-screening-train-2026q3",
-            "2026-11-02T08:02:05Z",
-            records=48_210,
-            legalBasis="GDPR Art 6(1)(b)",
-        ),
         _statement(
             "eval-run",
             "eval:cv-screening-mc-2026-11-02",
@@ -110,6 +107,7 @@ def run(path: Path, say: Say | None, *, site: SiteLabels | None = None) -> dict[
     tell(f"created a log at {path} (origin {ORIGIN}) with a log key and a model-signing key")
     gpu = _collect_gpu(home, site or SiteLabels(site="annex-demo"), tell)
     base, adapter = _collect_models(home, path / "models", tell)
+    _collect_lineage(home, path / "data", tell)
     base_release = sign_release(home, base, approver="demo release manager")
     release = sign_release(home, adapter, approver="demo release manager")
     tell(
@@ -119,7 +117,7 @@ def run(path: Path, say: Say | None, *, site: SiteLabels | None = None) -> dict[
     batches = example_batches()
     with home.open_store(write=True) as store:
         result = store.append(batches[0])
-        tell(f"illustrative dataset, eval and inference evidence: entries {_span(result)}")
+        tell(f"illustrative eval and inference evidence: entries {_span(result)}")
     old, new = home.rotate(reason="demo: scheduled rotation")
     tell(f"rotated the log key: {old.keyid[:16]} retired, {new.keyid[:16]} active")
     with home.open_store(write=True) as store:
@@ -186,13 +184,45 @@ def _collect_models(home: Home, directory: Path, tell: Say) -> tuple[Path, Path]
     return base, adapter
 
 
+def _collect_lineage(home: Home, directory: Path, tell: Say) -> None:
+    """A generated dataset, and the training run that made the adapter from it and the base."""
+    data = write_dataset(directory / DATASET_NAME)
+    with home.open_store(write=True) as store:
+        dataset_index = store.append([dataset_statement(describe(take_snapshot(data)))]).first_index
+        run = training_run(
+            [resolve_dataset(store, DATASET_NAME)],
+            resolve_manifest(store, BASE_NAME, kinds=("model",), what="base"),
+            resolve_manifest(store, ADAPTER_NAME, kinds=("adapter",), what="output"),
+            RunFacts(
+                tokens=200 * 12,
+                energy_source="unknown",
+                energy_note="demo: nothing was trained; the adapter weights are generated",
+                hyperparameters={"rank": 8, "alpha": 16, "epochs": 1},
+            ),
+        )
+        run_index = store.append([run]).first_index
+    tell(f"dataset {DATASET_NAME} (200 records, datasheet) at entry {dataset_index}")
+    tell(f"training run: dataset + {BASE_NAME} -> {ADAPTER_NAME} at entry {run_index}")
+
+
+DEMO_POLICY = """\
+version: 1
+require:
+  all_of:
+    - signed: {signature_file: true}   # a trusted release of these files, model.sig beside them
+    - lineage: {}                      # the training run that made it is recorded
+"""
+
+
 def _gates(home: Home, adapter: Path, base: Path, tell: Say) -> tuple[Verdict, Verdict]:
     """The gate passes on the signed adapter, and fails once one byte of the base changes."""
+    policy_file = home.path / "gate-policy.yaml"
+    policy_file.write_text(DEMO_POLICY, encoding="utf-8")
+    policy = requirement_of(parse_policy(DEMO_POLICY, source=str(policy_file)).require)
     with home.open_store() as store:
-        passed = run_gate(
-            adapter, default_requirement(), store=store, trust=home.trust(), policy="default"
-        )
-        tell(f"gate on {adapter.name}: {'PASS' if passed.passed else 'FAIL'}")
+        passed = run_gate(adapter, policy, store=store, trust=home.trust(), policy=str(policy_file))
+        verdict = "PASS" if passed.passed else "FAIL"
+        tell(f"gate on {adapter.name} (signed, lineage recorded): {verdict}")
         weights = base / "model.safetensors"
         original = weights.read_bytes()
         changed = bytearray(original)
@@ -214,7 +244,7 @@ def _next_steps(path: Path, adapter: Path, exported: Exported, tell: Say) -> Non
     tell("")
     tell("try next:")
     tell(f"  annex --help; annex log checkpoint --home {path}")
-    tell(f"  annex gate {adapter} --home {path}")
+    tell(f"  annex gate {adapter} --policy {path / 'gate-policy.yaml'} --home {path}")
     tell(
         f"  annex verify-entry {exported.envelope_path} {exported.proof_path} "
         f"--trust {path / 'trust.json'}"

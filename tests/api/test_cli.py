@@ -1020,13 +1020,15 @@ def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) ->
         "GPU inventory of this host: ",  # on a host without a GPU: "none (the reason)"
         "model annex-demo-base: manifest sha256:",
         "adapter annex-demo-lora: bound to that base, at entry 4",
-        "signed both for release: entries 5 and 6",
+        "dataset annex-demo-tickets (200 records, datasheet) at entry 5",
+        "training run: dataset + annex-demo-base -> annex-demo-lora at entry 6",
+        "signed both for release: entries 7 and 8",
         "rotated the log key",
-        "gate on annex-demo-lora: PASS",
+        "gate on annex-demo-lora (signed, lineage recorded): PASS",
         "gate on annex-demo-base with one byte of model.safetensors changed: FAIL",
         "changed model.safetensors",
-        "offline check of entry 6: ok (tree size 14)",
-        "full verification: 14 entries",
+        "offline check of entry 8: ok (tree size 15)",
+        "full verification: 15 entries",
         "annex verify-entry",
     ):
         assert said in first.out
@@ -1034,14 +1036,15 @@ def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) ->
     assert again.code == 0, again
     summary = again.json()
     assert summary["home"] == str(home)
-    assert (summary["entries"], summary["origin"]) == (14, "demo.annex.invalid/log")
-    assert summary["checkpoint"].startswith("demo.annex.invalid/log\n14\n")
+    assert (summary["entries"], summary["origin"]) == (15, "demo.annex.invalid/log")
+    assert summary["checkpoint"].startswith("demo.annex.invalid/log\n15\n")
     assert summary["gpu"]["status"] in {"no-nvml", "no-driver", "no-gpu", "nvml-error", "ok"}
     assert summary["gate"]["passed"]["passed"] is True
     assert summary["gate"]["failed"]["passed"] is False
     assert len(list((home / "keys").iterdir())) == 3  # replaced, not added to
     adapter = Path(summary["models"]["adapter"])
-    signed = run("gate", adapter, "--home", home)  # what the demo tells the user to try
+    policy = home / "gate-policy.yaml"
+    signed = run("gate", adapter, "--policy", policy, "--home", home)  # as the demo suggests
     assert signed.code == 0, signed
     checked = run(
         "verify-entry",
@@ -1052,7 +1055,7 @@ def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) ->
         "--json",
     )
     assert checked.code == 0, checked
-    assert (checked.json()["index"], checked.json()["tree_size"]) == (6, 14)
+    assert (checked.json()["index"], checked.json()["tree_size"]) == (8, 15)
 
 
 def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path, annex_at: AnnexAt) -> None:
