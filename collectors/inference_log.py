@@ -28,8 +28,14 @@ caller's pseudonym or null, "content": content digest or null, "line": physical 
 "record": the line's object without `user` and without content}). Leaves are folded into the
 batch's RFC 9162 root as they come (evidence/merkle.py CompactRange: O(log n) memory) and
 written to the leaves blob. Memory stays constant in the file's length: counters, a log-scale
-latency histogram (about 2,000 buckets at most), and one entry per distinct model, system
-fingerprint and caller.
+latency histogram (about 2,000 buckets at most), one entry per distinct model, system
+fingerprint and caller, and the chunks in flight.
+
+Files of 64 MiB or more are parsed by worker processes (one per core, at most four): the file
+is read in chunks of about 1 MiB of whole lines, at most two chunks per worker in flight;
+workers parse, check, count and canonicalise each line's record (`digest_chunk`), and this
+process, in file order, turns caller ids into pseudonyms (the vault), encrypts retained lines
+and folds the leaves. The result is the same as with no workers (a test holds them equal).
 
 A file is one batch unless `batch_size` splits it every N lines; all batches of a file are
 appended together, atomically.
@@ -40,14 +46,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import struct
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import rfc8785
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -80,6 +88,8 @@ CONTENT_FIELDS = frozenset({"messages", "prompt", "response"})
 CHOICE_CONTENT = frozenset({"message", "text", "delta", "logprobs"})
 LEAF_RECORD = struct.Struct(">Q32s")
 CONTENT_HEAD = struct.Struct(">Q16s12sI")
+CHUNK_BYTES = 1 << 20
+PARALLEL_BYTES = 64 << 20
 _HIST_STEP = math.log1p(0.02)  # bucket width: values within 1% of the bucket's middle
 
 
@@ -163,6 +173,26 @@ def line_leaf(
     return hashlib.sha256(b"\x00" + body).digest()
 
 
+def record_bytes(record: dict[str, Any], plain: bool) -> bytes:
+    """RFC 8785 bytes of a line's record; `plain` (from LineDecoder) allows the C encoder."""
+    if plain:
+        text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        if text.isascii() or max(text) <= "\uffff":
+            return text.encode("utf-8")
+    return canonical(record)
+
+
+def leaf_of(line: int, record: bytes, caller: str | None, content: str | None) -> bytes:
+    """`line_leaf` from the record's canonical bytes: the outer object's keys are fixed ASCII and
+    its values (pseudonym, hex digest, integer) need no escaping, so it is concatenated."""
+    who = b"null" if caller is None else b'"' + caller.encode() + b'"'
+    what = b"null" if content is None else b'"' + content.encode() + b'"'
+    return hashlib.sha256(_LEAF % (who, what, line, record)).digest()
+
+
+_LEAF = b'\x00{"caller":%s,"content":%s,"line":%d,"record":%s}'
+
+
 def split_line(obj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(the record the leaf digests, the content to encrypt or None), without touching `obj`."""
     record = {k: v for k, v in obj.items() if k not in CONTENT_FIELDS and k != "user"}
@@ -197,6 +227,12 @@ class Histogram:
             self.zeros += 1
         else:
             self.buckets[math.floor(math.log(value) / _HIST_STEP)] += 1
+
+    def merge(self, other: Histogram) -> None:
+        self.buckets.update(other.buckets)
+        self.count += other.count
+        self.zeros += other.zeros
+        self.max = max(self.max, other.max)
 
     def percentile(self, q: float) -> float | None:
         if not self.count:
@@ -236,6 +272,19 @@ class _Stats:
     fingerprints: Counter[str] = field(default_factory=Counter)
     callers: Counter[str] = field(default_factory=Counter)
     unattributed: int = 0
+
+    def merge(self, other: _Stats, pseudonyms: dict[str, str]) -> None:
+        """Adds a chunk's counts, its callers (by caller id) renamed to their pseudonyms."""
+        for name in ("requests", "errors", "refusals", "prompt_tokens", "completion_tokens"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.first = min(self.first, other.first)
+        self.last = max(self.last, other.last)
+        self.latency.merge(other.latency)
+        self.models.update(other.models)
+        self.fingerprints.update(other.fingerprints)
+        for caller, count in other.callers.items():
+            self.callers[pseudonyms[caller]] += count
+        self.unattributed += other.unattributed
 
 
 # -- one batch ------------------------------------------------------------------------------------
@@ -341,8 +390,8 @@ class Reader:
     batch_size: int | None = None
     batches: list[Batch] = field(default_factory=list)
     lines: int = 0
+    workers: int = 1
     _subjects: dict[str, Subject] = field(default_factory=dict)
-    _decoder: LineDecoder = field(default_factory=lambda: LineDecoder())
 
     @property
     def expires_at(self) -> datetime:
@@ -370,45 +419,59 @@ class Reader:
 
     def _read(self, progress: Callable[[int, int], None] | None) -> None:
         where = self.source.path
-        batch: Batch | None = None
-        done = 0
-        decoder = self._decoder
         try:
             f = where.open("rb")
         except OSError as exc:
             raise InputError(f"cannot read {where}: {exc.strerror}") from exc
-        with f:
-            for number, raw in enumerate(f, start=1):
-                done += len(raw)
-                self.lines = number
-                if raw.isspace():
-                    continue
-                if batch is None or (self.batch_size and batch.tree.size >= self.batch_size):
-                    batch = self._new_batch(number)
-                self._line(batch, number, decoder.parse(raw, where, number), raw)
-                if progress is not None and not number & 0x3FFF:
+        done = 0
+        with f, _Digester(self.workers) as digester:
+            for first, lines, result in digester.run(where, self._chunks(f)):
+                self._apply(first, lines, *result)
+                done += sum(map(len, lines))
+                if progress is not None:
                     progress(done, self.source.size)
         if done != self.source.size:
             raise CollectorError(f"{where} changed while it was read: ingest it again")
 
-    def _line(self, batch: Batch, number: int, obj: dict[str, Any], raw: bytes) -> None:
-        record, content = split_line(obj)
-        caller = _check(obj, self.source.path, number, batch.stats)
-        subject = None if caller is None else self._subject(caller)
-        pseudonym = None if subject is None else subject.pseudonym
-        if pseudonym is not None:
-            batch.stats.callers[pseudonym] += 1
-        else:
-            batch.stats.unattributed += 1
-        digest = None
-        if content is not None and batch.content is not None and subject is not None:
-            # Content without a caller has no data subject to key it to: it is not retained.
-            digest = self._encrypt(batch, number, subject, raw)
-        try:
-            leaf = line_leaf(number, record, pseudonym, digest, plain=self._decoder.plain)
-        except InputError as exc:  # an integer beyond 2**53: RFC 8785 has no bytes for it
-            raise _fail(self.source.path, number, str(exc)) from None
-        batch.add(number, leaf)
+    def _chunks(self, f: BinaryIO) -> Iterator[tuple[int, list[bytes]]]:
+        """Runs of whole lines (about 1 MiB), cut where a batch fills up."""
+        number, room = 1, self.batch_size
+        while lines := f.readlines(CHUNK_BYTES):
+            self.lines += len(lines)
+            while lines:
+                cut = len(lines)
+                if room is not None:
+                    room = room or self.batch_size
+                    assert room is not None
+                    cut, seen = _cut(lines, room)
+                    room -= seen
+                yield number, lines if cut == len(lines) else lines[:cut]
+                number, lines = number + cut, lines[cut:]
+
+    def _apply(
+        self, first: int, lines: list[bytes], stats: _Stats, digested: list[Digested]
+    ) -> None:
+        """Folds a digested chunk into the current batch: pseudonyms, content, leaves, counts."""
+        if not digested:
+            return
+        batch = self.batches[-1] if self.batches else None
+        if batch is None or (self.batch_size and batch.tree.size >= self.batch_size):
+            batch = self._new_batch(digested[0][0])
+        pseudonyms = {c: self._subject(c).pseudonym for c in stats.callers}
+        quoted = {c: f'"{p}"'.encode() for c, p in pseudonyms.items()}
+        keep = batch.content is not None
+        sha256, add = hashlib.sha256, batch.add
+        for number, caller, data, has_content in digested:
+            # leaf_of, inlined: this loop is the one part of a parallel ingest that is serial
+            who = b"null" if caller is None else quoted[caller]
+            what = b"null"
+            if keep and has_content and caller is not None:
+                raw = lines[number - first]
+                digest = self._encrypt(batch, number, self._subjects[caller], raw)
+                what = f'"{digest}"'.encode()
+            leaf = sha256(_LEAF % (who, what, number, data)).digest()
+            add(number, leaf)
+        batch.stats.merge(stats, pseudonyms)
 
     def _subject(self, caller: str) -> Subject:
         subject = self._subjects.get(caller)
@@ -433,6 +496,53 @@ class Reader:
         assert batch.content is not None
         batch.content.write(CONTENT_HEAD.pack(number, key.key_id, nonce, len(sealed)) + sealed)
         return hashlib.sha256(nonce + sealed).hexdigest()
+
+
+def _cut(lines: list[bytes], room: int) -> tuple[int, int]:
+    """(how many lines hold at most `room` request lines, how many request lines they hold)."""
+    seen = 0
+    for i, raw in enumerate(lines):
+        if not raw.isspace():
+            seen += 1
+            if seen == room:
+                return i + 1, seen
+    return len(lines), seen
+
+
+class _Digester:
+    """Runs `digest_chunk` over chunks in order: in this process, or in `workers` processes
+    with at most two chunks per worker in flight (memory stays bounded)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _Digester:
+        if self.workers > 1:
+            fork = multiprocessing.get_context("fork")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=fork)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def run(
+        self, where: Path, chunks: Iterator[tuple[int, list[bytes]]]
+    ) -> Iterator[tuple[int, list[bytes], tuple[_Stats, list[Digested]]]]:
+        if self._pool is None:
+            for first, lines in chunks:
+                yield first, lines, digest_chunk(where, first, lines)
+            return
+        pending: deque[tuple[int, list[bytes], Future[tuple[_Stats, list[Digested]]]]] = deque()
+        for first, lines in chunks:
+            pending.append((first, lines, self._pool.submit(digest_chunk, where, first, lines)))
+            if len(pending) >= 2 * self.workers:
+                first, lines, done = pending.popleft()
+                yield first, lines, done.result()
+        while pending:
+            first, lines, done = pending.popleft()
+            yield first, lines, done.result()
 
 
 def associated_data(source_sha256: str, line: int) -> bytes:
@@ -581,6 +691,35 @@ def _usage(usage: Any, where: Path, number: int, stats: _Stats) -> None:
             stats.completion_tokens += value
 
 
+# -- the per-line work that needs no vault: runs in worker processes for large files ----------
+
+# (line number, caller id or None, the record's canonical bytes, whether it has content)
+Digested = tuple[int, str | None, bytes, bool]
+
+
+def digest_chunk(where: Path, first: int, lines: list[bytes]) -> tuple[_Stats, list[Digested]]:
+    """Parses and checks lines `first`, `first + 1`, ...; counts them (callers by caller id)."""
+    decoder = LineDecoder()
+    stats = _Stats()
+    out: list[Digested] = []
+    for number, raw in enumerate(lines, start=first):
+        if raw.isspace():
+            continue
+        obj = decoder.parse(raw, where, number)
+        record, content = split_line(obj)
+        caller = _check(obj, where, number, stats)
+        if caller is None:
+            stats.unattributed += 1
+        else:
+            stats.callers[caller] += 1
+        try:
+            data = record_bytes(record, decoder.plain)
+        except InputError as exc:  # an integer beyond 2**53: RFC 8785 has no bytes for it
+            raise _fail(where, number, str(exc)) from None
+        out.append((number, caller, data, content is not None))
+    return stats, out
+
+
 # -- statements -----------------------------------------------------------------------------------
 
 
@@ -717,6 +856,13 @@ class Ingested:
     duplicate_of: tuple[int, ...] = ()
 
 
+def default_workers(size: int) -> int:
+    """Worker processes for a file of `size` bytes: none below 64 MiB, else one per core (<= 4)."""
+    if size < PARALLEL_BYTES:
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 class _DryRun(Exception):
     def __init__(self, made: list[dict[str, Any]]) -> None:
         super().__init__("dry run")
@@ -734,6 +880,7 @@ def ingest(
     batch_size: int | None = None,
     dry_run: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> Ingested:
     """Reads a log file and appends its batches atomically, with their vault keys and blobs.
 
@@ -747,7 +894,8 @@ def ingest(
     seen = already_ingested(store, source)
     if seen:
         return Ingested((), None, tuple(seen))
-    reader = Reader(source, vault, blobs, retention, now, batch_size)
+    chosen = workers if workers is not None else default_workers(source.size)
+    reader = Reader(source, vault, blobs, retention, now, batch_size, workers=chosen)
     committed: list[Batch] = []
     try:
         with vault.transaction():

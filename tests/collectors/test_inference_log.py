@@ -413,3 +413,45 @@ def test_integer_beyond_two_to_the_53_is_refused_by_line(rig: Rig, tmp_path: Pat
     path = write_log(tmp_path / "gw.jsonl", [request(1), request(2, seed=2**63)])
     with pytest.raises(CollectorError, match=r"gw\.jsonl line 2: .*safe integer"):
         rig.ingest(path)
+
+
+# -- worker processes ------------------------------------------------------------------------
+
+
+def test_worker_processes_give_the_same_batches(
+    rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import collectors.inference_log as module
+
+    monkeypatch.setattr(module, "CHUNK_BYTES", 900)  # many chunks, cut across batches
+    rig.ingest(write_log(tmp_path / "first.jsonl", [request(0), request(1)]))  # known callers
+    lines: list[dict[str, Any] | str] = [request(i) for i in range(2, 40)]
+    lines[7:7] = ["", "  "]
+    path = write_log(tmp_path / "gw.jsonl", lines)
+    runs = [
+        rig.ingest(path, content=False, batch_size=5, dry_run=True, workers=n) for n in (1, 2, 3)
+    ]
+    assert len(runs[0].statements) == 8
+    assert runs[0].statements == runs[1].statements == runs[2].statements
+    done = rig.ingest(path, content=True, batch_size=5, workers=2)
+    first = done.first_index or 0
+    for number in (1, 7, 10, 11, 40):
+        entry = first + (number - 1 - (number > 8) * 2) // 5
+        prove_line(rig.store, rig.blobs, entry, number).verify()
+    assert [r.line for r in read_content(rig.store, rig.vault, rig.blobs, first, "bob@example.com")]
+
+
+def test_a_bad_line_in_a_worker_is_named_and_nothing_is_kept(
+    rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import collectors.inference_log as module
+
+    monkeypatch.setattr(module, "CHUNK_BYTES", 900)
+    lines: list[dict[str, Any] | str] = [request(i) for i in range(30)]
+    lines[21] = '{"model": "m"'
+    size = rig.store.size()
+    with pytest.raises(CollectorError, match=r"gw\.jsonl line 22: not valid JSON"):
+        rig.ingest(write_log(tmp_path / "gw.jsonl", lines), content=True, workers=2)
+    assert rig.store.size() == size
+    assert rig.vault.find("alice@example.com") is None
+    assert not [p for p in rig.blobs.root.rglob("*") if p.is_file()]
