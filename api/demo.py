@@ -15,23 +15,37 @@ import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from api.cli_oversight import reviewer_pseudonyms
 from api.cli_sign import sign_release
-from api.demo_data import DATASET_NAME, write_dataset
+from api.demo_data import (
+    DATASET_NAME,
+    write_dataset,
+    write_inference_log,
+    write_oversight_feed,
+)
 from api.demo_model import ADAPTER_NAME, BASE_NAME, write_adapter, write_base_model
 from collectors.datasets import describe, take_snapshot
 from collectors.datasets import statement_of as dataset_statement
+from collectors.erasure import erase
 from collectors.gpu import collect_gpu
+from collectors.inference_log import DEFAULT_CLASS, RetentionPolicy, ingest
+from collectors.inference_proof import prove_line, read_content
 from collectors.models import BaseRef, collect_model
 from collectors.nvml import load_pynvml
+from collectors.oversight import ingest_feed
 from collectors.training import RunFacts, resolve_dataset, resolve_manifest, training_run
+from evidence.blobs import BlobStore
 from evidence.dsse import Envelope
-from evidence.errors import ConfigError
+from evidence.errors import ConfigError, InputError
 from evidence.home import Home
+from evidence.keys import utc_now
 from evidence.note import TlogProof
 from evidence.store import Store
+from evidence.vault import Vault
 from evidence.verify import verify_entry, verify_log
 from reports.gate import Verdict, run_gate
 from reports.policy import default_requirement, parse_policy, requirement_of
@@ -40,6 +54,7 @@ from schemas.statement import STATEMENT_TYPE, predicate_type
 
 MARKER = ".annex-demo"
 ORIGIN = "demo.annex.invalid/log"
+CALLER = "caller-1@example.invalid"
 ILLUSTRATIVE = "illustrative example from `annex demo`; this kind's collector comes later"
 
 Say = Callable[[str], None]
@@ -68,25 +83,8 @@ def example_batches() -> list[list[dict[str, Any]]]:
             task="cv-screening-mc",
             metrics={"acc": 0.87, "acc_stderr": 0.011},
         ),
-        _statement(
-            "inference-batch",
-            "inference:gateway-2026-11-02",
-            "2026-11-02T23:59:59Z",
-            requests=12_877,
-            errors=14,
-        ),
     ]
-    oversight = [
-        _statement(
-            "oversight-event",
-            f"oversight:review-{n}",
-            f"2026-11-03T10:{n:02d}:00Z",
-            action=action,
-            reviewer="pseudonym:7f3a",
-        )
-        for n, action in enumerate(["approve", "override", "approve"])
-    ]
-    return [lineage, oversight]
+    return [lineage]
 
 
 def _prepare(path: Path) -> None:
@@ -114,15 +112,12 @@ def run(path: Path, say: Say | None, *, site: SiteLabels | None = None) -> dict[
         f"signed both for release: entries {base_release.index} and {release.index}, "
         f"signature files {base_release.signature.name} beside each"
     )
-    batches = example_batches()
     with home.open_store(write=True) as store:
-        result = store.append(batches[0])
-        tell(f"illustrative eval and inference evidence: entries {_span(result)}")
+        example = store.append(example_batches()[0]).first_index
+    tell(f"illustrative eval-run evidence (its collector comes later): entry {example}")
     old, new = home.rotate(reason="demo: scheduled rotation")
     tell(f"rotated the log key: {old.keyid[:16]} retired, {new.keyid[:16]} active")
-    with home.open_store(write=True) as store:
-        result = store.append(batches[1])
-        tell(f"illustrative oversight events: entries {_span(result)}")
+    erasure = _inference_and_oversight(home, path / "logs", tell)
     passed, failed = _gates(home, adapter, base, tell)
     with home.open_store() as store:
         exported = _export(store, path / "exports", index=release.index)
@@ -144,14 +139,11 @@ def run(path: Path, say: Say | None, *, site: SiteLabels | None = None) -> dict[
         "models": {"base": str(base), "adapter": str(adapter)},
         "releases": {"base": base_release.index, "adapter": release.index},
         "gate": {"passed": passed.to_json(), "failed": failed.to_json()},
+        "erasure": erasure,
         "exported_envelope": str(exported.envelope_path),
         "exported_proof": str(exported.proof_path),
         "checkpoint": log.latest_checkpoint,
     }
-
-
-def _span(result: Any) -> str:
-    return f"{result.first_index}..{result.indices[-1]}"
 
 
 def _collect_gpu(home: Home, site: SiteLabels, tell: Say) -> dict[str, Any]:
@@ -212,6 +204,43 @@ require:
     - signed: {signature_file: true}   # a trusted release of these files, model.sig beside them
     - lineage: {}                      # the training run that made it is recorded
 """
+
+
+def _inference_and_oversight(home: Home, directory: Path, tell: Say) -> dict[str, Any]:
+    """A gateway log with content retained, reviewers overseeing it, then one caller erased."""
+    directory.mkdir()
+    start = utc_now().replace(microsecond=0) - timedelta(hours=2)
+    log_file = write_inference_log(directory / "gateway.jsonl", model=ADAPTER_NAME, start=start)
+    policy = RetentionPolicy(content=True, name=DEFAULT_CLASS, days=184)
+    vault_dir, blobs = home.path / "vault", BlobStore(home.path / "blobs")
+    with home.open_store(write=True) as store, Vault.open(vault_dir) as vault:
+        batch = ingest(store, vault, blobs, log_file, retention=policy, now=utc_now()).first_index
+        if batch is None:  # a fresh demo log never holds this file already
+            raise ConfigError(f"{log_file} was logged before: not a fresh demo directory")
+        proof = prove_line(store, blobs, batch, 7)
+        retained = len(read_content(store, vault, blobs, batch, CALLER))
+    tell(
+        f"inference log: 60 requests at entry {batch}, texts encrypted per caller in the vault; "
+        f"line 7 proven in the batch's tree of {proof.size}"
+    )
+    feed = write_oversight_feed(directory / "oversight.jsonl", batch=batch, start=start)
+    with home.open_store(write=True) as store, reviewer_pseudonyms(home) as pseudonymise:
+        reviewed = ingest_feed(
+            store, feed.read_bytes(), source=str(feed), pseudonymise=pseudonymise, now=utc_now()
+        )
+    tell(f"oversight: review, override, approve of that batch from entry {reviewed.first_index}")
+    with home.open_store(write=True) as store, Vault.open(vault_dir) as vault:
+        receipt = erase(store, vault, CALLER, reason="demo: data subject request", now=utc_now())
+        try:
+            read_content(store, vault, blobs, batch, CALLER)
+            readable = True
+        except InputError:
+            readable = False
+    tell(
+        f"erased {CALLER}: keys destroyed, receipt at entry {receipt.entry}; "
+        f"its {retained} retained lines are {'STILL READABLE' if readable else 'unrecoverable'}"
+    )
+    return {"batch": batch, "receipt": receipt.entry, "content_readable": readable}
 
 
 def _gates(home: Home, adapter: Path, base: Path, tell: Say) -> tuple[Verdict, Verdict]:

@@ -1024,11 +1024,16 @@ def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) ->
         "training run: dataset + annex-demo-base -> annex-demo-lora at entry 6",
         "signed both for release: entries 7 and 8",
         "rotated the log key",
+        "inference log: 60 requests at entry 11",
+        "line 7 proven in the batch's tree of 60",
+        "oversight: review, override, approve of that batch from entry 12",
+        "erased caller-1@example.invalid: keys destroyed, receipt at entry 15; "
+        "its 20 retained lines are unrecoverable",
         "gate on annex-demo-lora (signed, lineage recorded): PASS",
         "gate on annex-demo-base with one byte of model.safetensors changed: FAIL",
         "changed model.safetensors",
-        "offline check of entry 8: ok (tree size 15)",
-        "full verification: 15 entries",
+        "offline check of entry 8: ok (tree size 16)",
+        "full verification: 16 entries",
         "annex verify-entry",
     ):
         assert said in first.out
@@ -1036,11 +1041,15 @@ def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) ->
     assert again.code == 0, again
     summary = again.json()
     assert summary["home"] == str(home)
-    assert (summary["entries"], summary["origin"]) == (15, "demo.annex.invalid/log")
-    assert summary["checkpoint"].startswith("demo.annex.invalid/log\n15\n")
+    assert (summary["entries"], summary["origin"]) == (16, "demo.annex.invalid/log")
+    assert summary["checkpoint"].startswith("demo.annex.invalid/log\n16\n")
     assert summary["gpu"]["status"] in {"no-nvml", "no-driver", "no-gpu", "nvml-error", "ok"}
     assert summary["gate"]["passed"]["passed"] is True
     assert summary["gate"]["failed"]["passed"] is False
+    assert summary["erasure"] == {"batch": 11, "receipt": 15, "content_readable": False}
+    database = (home / "annex.db").read_bytes()
+    assert b"caller-1@example.invalid" not in database  # callers are pseudonyms in the log
+    assert b"where is my order" not in database  # and texts never enter it
     assert len(list((home / "keys").iterdir())) == 3  # replaced, not added to
     adapter = Path(summary["models"]["adapter"])
     policy = home / "gate-policy.yaml"
@@ -1055,7 +1064,7 @@ def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) ->
         "--json",
     )
     assert checked.code == 0, checked
-    assert (checked.json()["index"], checked.json()["tree_size"]) == (8, 15)
+    assert (checked.json()["index"], checked.json()["tree_size"]) == (8, 16)
 
 
 def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path, annex_at: AnnexAt) -> None:
