@@ -519,8 +519,10 @@ class _Digester:
 
     def __enter__(self) -> _Digester:
         if self.workers > 1:
-            fork = multiprocessing.get_context("fork")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=fork)
+            # Not plain fork: the caller may run threads (a progress bar), and a fork copies
+            # whatever locks they hold. A fork server starts from a clean process.
+            context = multiprocessing.get_context("forkserver")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
         return self
 
     def __exit__(self, *_: object) -> None:
