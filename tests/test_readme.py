@@ -34,8 +34,10 @@ def test_the_two_commands_of_a_fresh_machine() -> None:
     assert any(line.endswith("pip install -e . && annex demo") for line in lines)
     tests = [line for line in lines if line.endswith("python -m pytest")]
     assert tests, "the README gives no test command"
+    assert all("pip install torch==2.13.0 && pip install -e '.[dev,eval]'" in t for t in tests)
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "python -m pip install --quiet -e '.[dev]'" in ci
+    assert "python -m pip install --quiet torch==2.13.0" in ci
+    assert "python -m pip install --quiet -e '.[dev,eval]'" in ci
     assert re.search(r"^python -m pytest$", ci, flags=re.M), ".ci/run must run the same command"
 
 
