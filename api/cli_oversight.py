@@ -8,7 +8,6 @@ row and the log entry are written together: a refused append leaves no vault row
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from collectors.oversight import (
 )
 from evidence.entry import rfc3339
 from evidence.errors import InputError
+from evidence.files import file_sha256
 from evidence.home import Home
 from evidence.keys import utc_now
 from evidence.vault import Vault
@@ -191,11 +191,7 @@ def attest(
 
 
 def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
+        return file_sha256(path)
     except OSError as exc:
         raise InputError(f"--evidence {path}: {exc.strerror}") from exc
-    return digest.hexdigest()

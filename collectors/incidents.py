@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from evidence.canonical import canonical_bytes
 from evidence.entry import Entry, rfc3339
 from evidence.errors import ConfigError, InputError
+from evidence.files import file_sha256
 from evidence.store import Store
 from schemas.incident import (
     ALL_SYSTEMS,
@@ -237,14 +238,10 @@ def _newest_per_name(
 
 
 def _config(path: Path) -> SnapshotConfig:
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
+        return SnapshotConfig(name=path.name, digest=file_sha256(path))
     except OSError as exc:
         raise InputError(f"cannot read configuration file {path}: {exc.strerror}") from exc
-    return SnapshotConfig(name=path.name, digest=digest.hexdigest())
 
 
 # -- open, update, close ------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import BinaryIO
 
 from evidence.errors import InputError, StoreError
+from evidence.files import fsync_directory
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -61,7 +62,7 @@ class BlobWriter:
             target = self._store.path(digest)
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.replace(self._path, target)
-            _fsync_dir(target.parent)
+            fsync_directory(target.parent)
         except OSError as exc:
             self.abort()
             raise StoreError(f"cannot store blob {digest}: {exc.strerror}") from exc
@@ -131,11 +132,3 @@ class BlobStore:
 
     def delete(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 from evidence.errors import ConfigError, InputError, VerificationError
+from evidence.files import fsync_directory
 from evidence.keys import public_pem
 from schemas.model import (
     IGNORED_NAMES,
@@ -162,20 +163,12 @@ def write_signature(path: Path, bundle: bytes) -> None:
             os.fsync(out.fileno())
         os.replace(tmp, path)
         tmp = None
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
     except OSError as exc:
         raise InputError(f"cannot write the signature file {path}: {exc.strerror}") from exc
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def release_statement(
