@@ -1,0 +1,403 @@
+"""Run lm-evaluation-harness on a local model, offline, and describe the run as eval-run evidence.
+
+The run is bound to the manifest digests of the model (and adapter) hashed before it starts, and
+the directories are hashed again when it ends: files that changed meanwhile make it an error, so
+a logged result always belongs to the exact bytes it names. lm-eval and torch are an optional
+extra (`annex[eval]`), imported only here and only when an eval runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+import yaml
+
+from collectors.energy import energy_between, read_counters
+from collectors.gpu import collect_gpu
+from collectors.hashing import build_manifest
+from collectors.nvml import load_pynvml
+from evidence.entry import rfc3339
+from evidence.errors import CollectorError, ConfigError, InputError
+from evidence.keys import utc_now
+from schemas.eval_run import (
+    DataFile,
+    EvalRunPredicate,
+    EvalTask,
+    EvaluatedModel,
+    GpuSeen,
+    Versions,
+    eval_statement,
+)
+from schemas.gpu import SiteLabels
+from schemas.model import Manifest
+
+BUNDLED_TASKS = Path(__file__).with_name("eval_tasks")
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+INSTALL_HINT = "install the eval extra: pip install 'annex[eval]' (torch first, see README)"
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    """A finished run: its predicate, the statement to log and the per-sample outputs (JSONL)."""
+
+    predicate: EvalRunPredicate
+    statement: dict[str, Any]
+    samples: bytes
+
+
+def bundled_tasks() -> list[str]:
+    """The task names Annex ships (one folder each under collectors/eval_tasks)."""
+    return sorted(p.name for p in BUNDLED_TASKS.iterdir() if (p / f"{p.name}.yaml").is_file())
+
+
+def _lm_eval() -> Any:
+    try:
+        import lm_eval
+        from lm_eval.tasks import TaskManager
+    except ImportError as exc:
+        raise ConfigError(f"lm-eval is not installed ({exc}): {INSTALL_HINT}") from None
+    return lm_eval, TaskManager
+
+
+def _manifest(path: Path, what: str) -> Manifest:
+    if not path.is_dir():
+        raise InputError(f"{what} {path}: not a directory")
+    return build_manifest(path)
+
+
+def run_eval(
+    model_dir: Path,
+    *,
+    adapter_dir: Path | None = None,
+    tasks: Sequence[str],
+    tasks_dir: Path | None = None,
+    device: str = "cpu",
+    limit: float | None = None,
+    num_fewshot: int | None = None,
+    batch_size: int = 1,
+    now: datetime | None = None,
+) -> EvalOutcome:
+    """Evaluates `model_dir` (with `adapter_dir`) on `tasks`, bound to their manifest digests."""
+    if not tasks:
+        raise InputError("--tasks: name at least one task")
+    lm_eval, task_manager_class = _lm_eval()
+    before = _manifest(model_dir, "--model")
+    adapter_before = None if adapter_dir is None else _manifest(adapter_dir, "--adapter")
+    nvml = load_pynvml()
+    energy_start = read_counters(nvml)
+    started = time.monotonic()
+    with _task_folder(tasks, tasks_dir) as include, _offline():
+        manager = task_manager_class(include_path=str(include), include_defaults=False)
+        unknown = [t for t in tasks if t not in manager.all_tasks]
+        if unknown:
+            known = ", ".join(sorted(manager.all_tasks)) or "none"
+            raise InputError(f"--tasks: unknown task(s) {', '.join(unknown)}; known: {known}")
+        raw = lm_eval.simple_evaluate(
+            model="hf",
+            model_args=_model_args(model_dir, adapter_dir),
+            tasks=list(tasks),
+            task_manager=manager,
+            device=device,
+            batch_size=batch_size,
+            limit=limit,
+            num_fewshot=num_fewshot,
+            log_samples=True,
+        )
+    duration = time.monotonic() - started
+    energy = energy_between(energy_start, read_counters(nvml))
+    _unchanged(model_dir, before)
+    if adapter_dir is not None and adapter_before is not None:
+        _unchanged(adapter_dir, adapter_before)
+    samples = samples_jsonl(raw.get("samples", {}))
+    predicate = predicate_of(
+        raw,
+        origin="run",
+        model=EvaluatedModel(name=model_dir.name, manifest_digest=before.digest),
+        adapter=None
+        if adapter_dir is None or adapter_before is None
+        else EvaluatedModel(name=adapter_dir.name, manifest_digest=adapter_before.digest),
+        now=now,
+        extra={
+            "gpu": gpu_seen(),
+            "durationSeconds": round(duration, 3),
+            "energyJoules": energy.joules,
+            "energyNote": energy.note,
+            "samplesDigest": hashlib.sha256(samples).hexdigest(),
+            "groups": group_metrics(raw.get("samples", {})),
+        },
+    )
+    return EvalOutcome(predicate, eval_statement(predicate), samples)
+
+
+def _model_args(model_dir: Path, adapter_dir: Path | None) -> str:
+    args = f"pretrained={model_dir.resolve()},dtype=float32"
+    return args if adapter_dir is None else f"{args},peft={adapter_dir.resolve()}"
+
+
+def _unchanged(path: Path, before: Manifest) -> None:
+    after = build_manifest(path)
+    if after.digest != before.digest:
+        changed = sorted(
+            {f.path for f in before.files} ^ {f.path for f in after.files}
+            | {a.path for a, b in zip(before.files, after.files, strict=False) if a != b}
+        )
+        raise CollectorError(
+            f"{path} changed during the eval run (manifest sha256:{before.digest[:12]} became "
+            f"sha256:{after.digest[:12]}; files: {', '.join(changed[:5]) or 'renamed'}): "
+            "nothing logged"
+        )
+
+
+@contextmanager
+def _offline() -> Iterator[None]:
+    """No hub downloads of weights or data while lm-eval runs; the environment restored after."""
+    saved = {k: os.environ.get(k) for k in OFFLINE_ENV}
+    os.environ.update(OFFLINE_ENV)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def _task_folder(tasks: Sequence[str], tasks_dir: Path | None) -> Iterator[Path]:
+    """A temporary folder of task YAMLs whose data_files are absolute (as lm-eval wants them)."""
+    sources: list[Path] = []
+    if tasks_dir is not None:
+        if not tasks_dir.is_dir():
+            raise InputError(f"--tasks-dir {tasks_dir}: not a directory")
+        sources.extend(sorted(tasks_dir.rglob("*.yaml")))
+    sources.extend(BUNDLED_TASKS / t / f"{t}.yaml" for t in tasks if t in bundled_tasks())
+    with tempfile.TemporaryDirectory(prefix="annex-tasks-") as tmp:
+        for number, source in enumerate(sources):
+            target = Path(tmp) / f"{number:03d}-{source.name}"
+            target.write_text(_absolute_data(source), encoding="utf-8")
+        yield Path(tmp)
+
+
+def _absolute_data(source: Path) -> str:
+    """The YAML with relative data_files resolved against its folder; as is if not plain YAML."""
+    text = source.read_text(encoding="utf-8")
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text  # e.g. `!function` tags: lm-eval reads it; paths must already be absolute
+    files = doc.get("dataset_kwargs", {}).get("data_files") if isinstance(doc, dict) else None
+    if not isinstance(files, dict):
+        return text
+    for split, value in files.items():
+        if isinstance(value, str) and not Path(value).is_absolute():
+            files[split] = str((source.parent / value).resolve())
+    return str(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+
+
+# -- from lm-eval's results dict to the predicate -------------------------------------------------
+
+
+def predicate_of(
+    raw: Mapping[str, Any],
+    *,
+    origin: str,
+    model: EvaluatedModel,
+    adapter: EvaluatedModel | None = None,
+    now: datetime | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> EvalRunPredicate:
+    """The predicate of an lm-eval results dict (a live run's, or a results file's)."""
+    config = _mapping(raw, "config")
+    results = {t: dict(m) for t, m in raw["results"].items()}
+    configs = _mapping(raw, "configs")
+    versions = _mapping(raw, "versions")
+    data = {
+        "observedAt": rfc3339(now or utc_now()),
+        "origin": origin,
+        "model": model,
+        "adapter": adapter,
+        "tasks": [_task(name, configs.get(name), versions.get(name)) for name in results],
+        "nShot": {k: int(v) for k, v in (raw.get("n-shot") or {}).items()},
+        "limit": config.get("limit"),
+        "seeds": {k: config.get(k) for k in ("random_seed", "numpy_seed", "torch_seed")},
+        "batchSize": None if config.get("batch_size") is None else str(config["batch_size"]),
+        "dtype": None if config.get("model_dtype") is None else str(config["model_dtype"]),
+        "device": config.get("device"),
+        "versions": _versions(raw),
+        "results": _json_safe(results),
+        **(extra or {}),
+    }
+    return EvalRunPredicate.model_validate(data)
+
+
+def _mapping(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key)
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _task(name: str, config: Any, version: Any) -> EvalTask:
+    config = config if isinstance(config, dict) else {}
+    files = _data_files(config)
+    digest = None
+    if config:
+        stable = json.loads(json.dumps(_json_safe(config)))
+        stable.get("metadata", {}).pop("config_source", None)  # a temporary path
+        kwargs = stable.get("dataset_kwargs")
+        if isinstance(kwargs, dict) and "data_files" in kwargs:
+            kwargs["data_files"] = {f.path: f.sha256 for f in files}  # by content, not location
+        digest = hashlib.sha256(rfc8785.dumps(stable)).hexdigest()
+    return EvalTask(
+        name=name,
+        version=None if version is None else str(version),
+        config_digest=digest,
+        data_files=files,
+    )
+
+
+def _data_files(config: Mapping[str, Any]) -> tuple[DataFile, ...]:
+    kwargs = config.get("dataset_kwargs")
+    files = kwargs.get("data_files") if isinstance(kwargs, dict) else None
+    paths: list[str] = []
+    if isinstance(files, str):
+        paths = [files]
+    elif isinstance(files, dict):
+        for value in files.values():
+            paths.extend([value] if isinstance(value, str) else list(value or ()))
+    found = []
+    for path in paths:
+        local = Path(path)
+        if local.is_file():
+            digest = hashlib.sha256(local.read_bytes()).hexdigest()
+            found.append(DataFile(path=local.name, sha256=digest))
+    return tuple(found)
+
+
+def _versions(raw: Mapping[str, Any]) -> Versions:
+    torch_version = None
+    try:
+        import torch
+
+        torch_version = str(torch.__version__)
+    except ImportError:
+        pass
+    return Versions(
+        lm_eval=raw.get("lm_eval_version"),
+        transformers=raw.get("transformers_version"),
+        torch=torch_version if raw.get("lm_eval_version") else None,
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    """Only the JSON-serialisable parts: functions and objects dropped, NaN/inf as None."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items() if _serialisable(v)}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value if _serialisable(v)]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _serialisable(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool | dict | list | tuple)
+
+
+# -- per-sample outputs and per-group metrics -----------------------------------------------------
+
+
+def samples_jsonl(samples: Mapping[str, Any]) -> bytes:
+    """lm-eval's per-sample outputs, one JSON line each, tasks in name order."""
+    lines = []
+    for task in sorted(samples):
+        for sample in samples[task]:
+            record = {"task": task, **_json_safe(dict(sample))}
+            lines.append(json.dumps(record, sort_keys=True, ensure_ascii=False, default=str))
+    return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def group_metrics(samples: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """{task: {group: {metric: mean, "n": count}}} for samples whose doc has a `group` field."""
+    sums: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for task, rows in samples.items():
+        for sample in rows:
+            doc = sample.get("doc")
+            group = doc.get("group") if isinstance(doc, dict) else None
+            if not isinstance(group, str):
+                continue
+            for metric in sample.get("metrics", ()):
+                value = sample.get(metric)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    bucket = sums.setdefault(task, {}).setdefault(group, {})
+                    bucket.setdefault(metric, []).append(float(value))
+    return {
+        task: {
+            group: {
+                **{m: sum(v) / len(v) for m, v in metrics.items()},
+                "n": float(max(len(v) for v in metrics.values())),
+            }
+            for group, metrics in sorted(groups.items())
+        }
+        for task, groups in sorted(sums.items())
+    }
+
+
+def gpu_seen() -> GpuSeen:
+    """NVML's status and the GPU names at run time (from the GPU collector)."""
+    predicate = collect_gpu(load_pynvml(), site=SiteLabels())["predicate"]
+    names = [str(d.get("name", {}).get("value", "?")) for d in predicate.get("devices", [])]
+    return GpuSeen(status=predicate["status"], reason=predicate.get("reason"), devices=tuple(names))
+
+
+# -- import of a results file ---------------------------------------------------------------------
+
+
+def import_results(
+    results_path: Path, model_dir: Path, *, now: datetime | None = None
+) -> EvalOutcome:
+    """A results file written by lm-eval elsewhere, labelled imported, bound to `model_dir`."""
+    raw = read_results(results_path)
+    manifest = _manifest(model_dir, "--model")
+    predicate = predicate_of(
+        raw,
+        origin="imported",
+        model=EvaluatedModel(name=model_dir.name, manifest_digest=manifest.digest),
+        now=now,
+    )
+    return EvalOutcome(predicate, eval_statement(predicate), b"")
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    """An lm-eval results JSON; InputError naming the file and field when it is not one."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a readable JSON file: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("results"), dict) or not raw["results"]:
+        raise InputError(f"{path}: not an lm-eval results file: no `results` object of tasks")
+    if not ("versions" in raw or "configs" in raw or "lm_eval_version" in raw):
+        raise InputError(
+            f"{path}: not an lm-eval results file: none of `versions`, `configs`, `lm_eval_version`"
+        )
+    for task, metrics in raw["results"].items():
+        if not isinstance(metrics, dict):
+            raise InputError(f"{path}: field results.{task}: expected an object of metrics")
+        if not any(_is_number(v) for v in metrics.values()):
+            raise InputError(f"{path}: field results.{task}: no numeric metric")
+    return raw
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
