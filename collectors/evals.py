@@ -98,7 +98,7 @@ def run_eval(
     nvml = load_pynvml()
     energy_start = read_counters(nvml)
     started = time.monotonic()
-    with _task_folder(tasks, tasks_dir) as include, _offline():
+    with _task_folder(tasks_dir) as include, _offline():
         manager = task_manager_class(include_path=str(include), include_defaults=False)
         unknown = [t for t in tasks if t not in manager.all_tasks]
         if unknown:
@@ -176,14 +176,14 @@ def _offline() -> Iterator[None]:
 
 
 @contextmanager
-def _task_folder(tasks: Sequence[str], tasks_dir: Path | None) -> Iterator[Path]:
+def _task_folder(tasks_dir: Path | None) -> Iterator[Path]:
     """A temporary folder of task YAMLs whose data_files are absolute (as lm-eval wants them)."""
     sources: list[Path] = []
     if tasks_dir is not None:
         if not tasks_dir.is_dir():
             raise InputError(f"--tasks-dir {tasks_dir}: not a directory")
         sources.extend(sorted(tasks_dir.rglob("*.yaml")))
-    sources.extend(BUNDLED_TASKS / t / f"{t}.yaml" for t in tasks if t in bundled_tasks())
+    sources.extend(BUNDLED_TASKS / t / f"{t}.yaml" for t in bundled_tasks())
     with tempfile.TemporaryDirectory(prefix="annex-tasks-") as tmp:
         for number, source in enumerate(sources):
             target = Path(tmp) / f"{number:03d}-{source.name}"

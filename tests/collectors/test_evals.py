@@ -1,0 +1,175 @@
+"""Eval runs through lm-eval's hf backend on a tiny local model: the record, and refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collectors.evals import (
+    BUNDLED_TASKS,
+    EvalOutcome,
+    bundled_tasks,
+    import_results,
+    read_results,
+    run_eval,
+)
+from collectors.hashing import build_manifest
+from evidence.errors import CollectorError, InputError
+from schemas.eval_run import EVAL_RUN
+from schemas.policy import EvalRunContract
+from schemas.statement import Statement
+from tests.collectors.tiny_lm import build_tiny_lm
+
+pytest.importorskip("lm_eval", reason="the eval extra is not installed")
+pytestmark = pytest.mark.eval
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny") / "tiny-gpt2")
+
+
+@pytest.fixture(scope="session")
+def outcome(tiny_lm: Path) -> EvalOutcome:
+    return run_eval(tiny_lm, tasks=["annex_mc"])
+
+
+def test_a_run_records_real_metrics_bound_to_the_manifest(
+    outcome: EvalOutcome, tiny_lm: Path
+) -> None:
+    statement = Statement.model_validate(outcome.statement)
+    assert statement.predicate_type == EVAL_RUN
+    digest = build_manifest(tiny_lm).digest
+    assert statement.subject[0].digest == {"sha256": digest}
+    predicate = outcome.statement["predicate"]
+    assert predicate["origin"] == "run"
+    assert predicate["model"]["manifestDigest"] == digest
+    acc = predicate["results"]["annex_mc"]["acc,none"]
+    assert 0.0 <= acc <= 1.0
+    assert isinstance(predicate["results"]["annex_mc"]["acc_stderr,none"], float)
+    assert EvalRunContract.model_validate(predicate).metric("annex_mc", "acc,none") == acc
+    assert all(predicate["versions"][k] for k in ("lmEval", "transformers", "torch"))
+    assert predicate["device"] == "cpu" and predicate["dtype"] == "torch.float32"
+    assert predicate["seeds"]["random_seed"] == 0
+    assert predicate["gpu"]["status"] != "ok" or predicate["gpu"]["devices"]
+    assert predicate["durationSeconds"] > 0
+
+
+def test_tasks_are_recorded_with_config_and_data_digests(outcome: EvalOutcome) -> None:
+    (task,) = outcome.statement["predicate"]["tasks"]
+    data = BUNDLED_TASKS / "annex_mc" / "annex_mc.jsonl"
+    assert task["name"] == "annex_mc" and task["version"] == "1.0"
+    assert task["dataFiles"] == [
+        {"path": "annex_mc.jsonl", "sha256": hashlib.sha256(data.read_bytes()).hexdigest()}
+    ]
+    assert len(task["configDigest"]) == 64
+
+
+def test_the_config_digest_does_not_depend_on_the_temporary_folder(
+    outcome: EvalOutcome, tiny_lm: Path
+) -> None:
+    again = run_eval(tiny_lm, tasks=["annex_mc"], limit=2)
+    first = outcome.statement["predicate"]["tasks"][0]["configDigest"]
+    assert again.statement["predicate"]["tasks"][0]["configDigest"] == first
+    assert again.statement["predicate"]["limit"] == 2
+
+
+def test_samples_are_kept_and_digested(outcome: EvalOutcome) -> None:
+    predicate = outcome.statement["predicate"]
+    assert predicate["samplesDigest"] == hashlib.sha256(outcome.samples).hexdigest()
+    lines = [json.loads(line) for line in outcome.samples.decode().splitlines()]
+    assert len(lines) == 20
+    assert {line["task"] for line in lines} == {"annex_mc"}
+
+
+def test_metrics_per_group_add_up_to_the_overall_metric(outcome: EvalOutcome) -> None:
+    predicate = outcome.statement["predicate"]
+    groups = predicate["groups"]["annex_mc"]
+    assert set(groups) == {"science", "everyday"}
+    assert groups["science"]["n"] == groups["everyday"]["n"] == 10
+    mean = (groups["science"]["acc"] + groups["everyday"]["acc"]) / 2
+    assert mean == pytest.approx(predicate["results"]["annex_mc"]["acc,none"])
+
+
+def test_a_model_changed_during_the_run_is_refused(
+    tiny_lm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lm_eval
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_lm, model)
+    real = lm_eval.simple_evaluate
+
+    def evaluate_then_touch(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        with (model / "config.json").open("a") as f:
+            f.write(" ")
+        return result
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", evaluate_then_touch)
+    with pytest.raises(CollectorError, match=r"changed during the eval run.*config\.json"):
+        run_eval(model, tasks=["annex_mc"], limit=1)
+
+
+def test_an_unknown_task_is_refused_with_the_known_ones(tiny_lm: Path) -> None:
+    with pytest.raises(InputError, match=r"unknown task\(s\) nope; known: .*annex_mc"):
+        run_eval(tiny_lm, tasks=["nope"])
+
+
+def test_a_missing_model_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"--model .*not a directory"):
+        run_eval(tmp_path / "absent", tasks=["annex_mc"])
+
+
+def test_bundled_tasks_are_listed() -> None:
+    assert "annex_mc" in bundled_tasks()
+
+
+def lm_eval_results(acc: float = 0.5) -> dict[str, Any]:
+    """A results file in the shape lm-eval's CLI writes (--output_path)."""
+    return {
+        "results": {"hellaswag": {"alias": "hellaswag", "acc,none": acc, "acc_stderr,none": 0.01}},
+        "versions": {"hellaswag": 1.0},
+        "n-shot": {"hellaswag": 0},
+        "config": {"model": "hf", "batch_size": "auto", "device": "cuda:0", "limit": None},
+        "lm_eval_version": "0.4.8",
+        "transformers_version": "4.50.0",
+        "date": 1795514116.08,
+    }
+
+
+def test_an_imported_results_file_is_labelled_and_bound(tiny_lm: Path, tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(lm_eval_results(0.61)))
+    imported = import_results(path, tiny_lm)
+    predicate = imported.statement["predicate"]
+    assert predicate["origin"] == "imported"
+    assert predicate["results"]["hellaswag"]["acc,none"] == 0.61
+    assert predicate["model"]["manifestDigest"] == build_manifest(tiny_lm).digest
+    assert predicate["versions"]["lmEval"] == "0.4.8" and predicate["batchSize"] == "auto"
+    assert predicate["samplesDigest"] is None and predicate["gpu"] is None
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not a readable JSON file"),
+        ("[1, 2]", "no `results` object"),
+        ('{"results": {}}', "no `results` object"),
+        ('{"results": {"t": {"acc": 1}}}', "none of `versions`"),
+        ('{"results": {"t": 3}, "versions": {}}', "field results.t"),
+        ('{"results": {"t": {"alias": "t"}}, "versions": {}}', "no numeric metric"),
+    ],
+)
+def test_what_is_not_an_lm_eval_results_file_is_refused(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(content)
+    with pytest.raises(InputError, match=message):
+        read_results(path)
