@@ -23,7 +23,7 @@ from evidence.errors import CollectorError, InputError
 from schemas.eval_run import EVAL_RUN
 from schemas.policy import EvalRunContract
 from schemas.statement import Statement
-from tests.collectors.tiny_lm import build_tiny_lm
+from tests.collectors.tiny_lm import build_tiny_lm, lm_eval_results
 
 pytest.importorskip("lm_eval", reason="the eval extra is not installed")
 pytestmark = pytest.mark.eval
@@ -128,19 +128,6 @@ def test_a_missing_model_directory_is_refused(tmp_path: Path) -> None:
 
 def test_bundled_tasks_are_listed() -> None:
     assert "annex_mc" in bundled_tasks()
-
-
-def lm_eval_results(acc: float = 0.5) -> dict[str, Any]:
-    """A results file in the shape lm-eval's CLI writes (--output_path)."""
-    return {
-        "results": {"hellaswag": {"alias": "hellaswag", "acc,none": acc, "acc_stderr,none": 0.01}},
-        "versions": {"hellaswag": 1.0},
-        "n-shot": {"hellaswag": 0},
-        "config": {"model": "hf", "batch_size": "auto", "device": "cuda:0", "limit": None},
-        "lm_eval_version": "0.4.8",
-        "transformers_version": "4.50.0",
-        "date": 1795514116.08,
-    }
 
 
 def test_an_imported_results_file_is_labelled_and_bound(tiny_lm: Path, tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
-"""A tiny randomly initialised GPT-2 and its byte-level BPE tokenizer, built locally for evals."""
+"""Eval test material: a tiny randomly initialised GPT-2 built locally, an lm-eval results file."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 CORPUS = [
     "Question: Which planet is closest to the Sun? Answer: Mercury",
@@ -45,3 +46,16 @@ def build_tiny_lm(target: Path) -> Path:
     )
     GPT2LMHeadModel(config).save_pretrained(target)
     return target
+
+
+def lm_eval_results(acc: float = 0.5) -> dict[str, Any]:
+    """A results file in the shape lm-eval's CLI writes (--output_path)."""
+    return {
+        "results": {"hellaswag": {"alias": "hellaswag", "acc,none": acc, "acc_stderr,none": 0.01}},
+        "versions": {"hellaswag": 1.0},
+        "n-shot": {"hellaswag": 0},
+        "config": {"model": "hf", "batch_size": "auto", "device": "cuda:0", "limit": None},
+        "lm_eval_version": "0.4.8",
+        "transformers_version": "4.50.0",
+        "date": 1795514116.08,
+    }
