@@ -329,7 +329,10 @@ def samples_jsonl(samples: Mapping[str, Any]) -> bytes:
 
 
 def group_metrics(samples: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
-    """{task: {group: {metric: mean, "n": count}}} for samples whose doc has a `group` field."""
+    """{task: {group: {"acc,none": mean, "n": count}}} for samples whose doc has a `group` field.
+
+    Metric names are lm-eval's ("metric,filter"), as in `results`, so a group reads like a task.
+    """
     sums: dict[str, dict[str, dict[str, list[float]]]] = {}
     for task, rows in samples.items():
         for sample in rows:
@@ -337,11 +340,12 @@ def group_metrics(samples: Mapping[str, Any]) -> dict[str, dict[str, dict[str, f
             group = doc.get("group") if isinstance(doc, dict) else None
             if not isinstance(group, str):
                 continue
+            where = sample.get("filter", "none")
             for metric in sample.get("metrics", ()):
                 value = sample.get(metric)
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     bucket = sums.setdefault(task, {}).setdefault(group, {})
-                    bucket.setdefault(metric, []).append(float(value))
+                    bucket.setdefault(f"{metric},{where}", []).append(float(value))
     return {
         task: {
             group: {

@@ -23,7 +23,7 @@ from evidence.errors import CollectorError, InputError
 from schemas.eval_run import EVAL_RUN
 from schemas.policy import EvalRunContract
 from schemas.statement import Statement
-from tests.collectors.tiny_lm import build_tiny_lm, lm_eval_results
+from tests.collectors.tiny_lm import build_tiny_adapter, build_tiny_lm, lm_eval_results
 
 pytest.importorskip("lm_eval", reason="the eval extra is not installed")
 pytestmark = pytest.mark.eval
@@ -92,7 +92,7 @@ def test_metrics_per_group_add_up_to_the_overall_metric(outcome: EvalOutcome) ->
     groups = predicate["groups"]["annex_mc"]
     assert set(groups) == {"science", "everyday"}
     assert groups["science"]["n"] == groups["everyday"]["n"] == 10
-    mean = (groups["science"]["acc"] + groups["everyday"]["acc"]) / 2
+    mean = (groups["science"]["acc,none"] + groups["everyday"]["acc,none"]) / 2
     assert mean == pytest.approx(predicate["results"]["annex_mc"]["acc,none"])
 
 
@@ -160,3 +160,38 @@ def test_what_is_not_an_lm_eval_results_file_is_refused(
     path.write_text(content)
     with pytest.raises(InputError, match=message):
         read_results(path)
+
+
+def test_the_bundled_generation_task_runs(tiny_lm: Path) -> None:
+    done = run_eval(tiny_lm, tasks=["annex_gen"], limit=2)
+    predicate = done.statement["predicate"]
+    assert isinstance(predicate["results"]["annex_gen"]["exact_match,strip"], float)
+    assert set(predicate["groups"]["annex_gen"]) == {"arithmetic"}  # the first two items
+
+
+def test_a_task_folder_with_relative_data_files(tiny_lm: Path, tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    rows = [{"q": "Is ice cold?", "choices": ["yes", "no"], "answer": 0}] * 3
+    (tasks / "mine.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tasks / "mine.yaml").write_text(
+        "task: my_mc\ndataset_path: json\n"
+        "dataset_kwargs: {data_files: {test: mine.jsonl}}\ntest_split: test\n"
+        "output_type: multiple_choice\ndoc_to_text: '{{q}}'\n"
+        "doc_to_choice: '{{choices}}'\ndoc_to_target: answer\nmetadata: {version: 2}\n"
+    )
+    done = run_eval(tiny_lm, tasks=["my_mc"], tasks_dir=tasks)
+    (task,) = done.statement["predicate"]["tasks"]
+    assert task["name"] == "my_mc" and task["version"] == "2"
+    assert task["dataFiles"][0]["path"] == "mine.jsonl"
+    assert "acc,none" in done.statement["predicate"]["results"]["my_mc"]
+    assert done.statement["predicate"]["groups"] == {}  # no group field in the data
+
+
+def test_an_adapter_run_is_bound_to_the_adapter_first(tiny_lm: Path, tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    adapter = build_tiny_adapter(tiny_lm, tmp_path / "lora")
+    done = run_eval(tiny_lm, adapter_dir=adapter, tasks=["annex_mc"], limit=2)
+    subjects = [s["digest"]["sha256"] for s in done.statement["subject"]]
+    assert subjects == [build_manifest(adapter).digest, build_manifest(tiny_lm).digest]
+    assert done.statement["predicate"]["adapter"]["name"] == "lora"

@@ -59,3 +59,16 @@ def lm_eval_results(acc: float = 0.5) -> dict[str, Any]:
         "transformers_version": "4.50.0",
         "date": 1795514116.08,
     }
+
+
+def build_tiny_adapter(model_dir: Path, target: Path) -> Path:
+    """A LoRA adapter (PEFT) on the tiny model's attention, saved with save_pretrained."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2LMHeadModel
+
+    torch.manual_seed(1)
+    base = GPT2LMHeadModel.from_pretrained(model_dir)
+    config = LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"], fan_in_fan_out=True)
+    get_peft_model(base, config).save_pretrained(target)
+    return target
