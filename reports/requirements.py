@@ -254,9 +254,9 @@ class EvalResult:
     ) -> Outcome:
         if not candidates:
             reason = (
-                f"no eval-run evidence for {context.subject}: Annex does not run evals yet "
-                "(lm-eval collection is planned); an eval-run statement of the shape in "
-                "schemas/policy.py, appended with `annex append`, is read"
+                f"no eval-run evidence for {context.subject}: run `annex eval run --model DIR "
+                "--tasks TASKS` on these exact files, or `annex eval import RESULTS.json "
+                "--model DIR` for results produced elsewhere"
             )
         else:
             reason = (

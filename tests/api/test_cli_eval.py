@@ -72,7 +72,9 @@ def test_a_run_is_logged_verified_and_passes_the_gate_until_a_byte_changes(
     weights.write_bytes(bytes(data))
     failed = annex.fast("gate", model, "--policy", policy, "--json")
     assert failed.code == 1
-    assert failed.json()["failures"]
+    (failure,) = failed.json()["failures"]
+    assert "no eval-run evidence" in failure["reason"]
+    assert "annex eval run" in failure["reason"]
 
 
 def test_the_summary_shows_metrics_and_groups(annex: Annex, model: Path) -> None:
