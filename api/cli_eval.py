@@ -17,6 +17,7 @@ eval_app = typer.Typer(help="Evals: run lm-evaluation-harness offline and log ev
 app.add_typer(eval_app, name="eval", no_args_is_help=True)
 
 DEVICES = ("cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @command(eval_app, "run")
@@ -37,6 +38,9 @@ def eval_run_command(
     ] = None,
     num_fewshot: Annotated[int | None, typer.Option("--num-fewshot", min=0)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 1,
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="auto (the model's own), float32, bfloat16, float16.")
+    ] = "auto",
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -46,6 +50,8 @@ def eval_run_command(
         raise InputError("--tasks: name at least one task, e.g. --tasks annex_mc")
     if device.split(":")[0] not in DEVICES:
         raise InputError(f"--device {device!r}: use cpu, cuda or cuda:N")
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     if limit is not None and limit <= 0:
         raise InputError(f"--limit {limit}: must be above 0")
     target = open_home(home)
@@ -59,6 +65,7 @@ def eval_run_command(
             limit=limit,
             num_fewshot=num_fewshot,
             batch_size=batch_size,
+            dtype=dtype,
         )
         if outcome.samples:
             BlobStore(target.path / "blobs").put(outcome.samples)

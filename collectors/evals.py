@@ -87,6 +87,7 @@ def run_eval(
     limit: float | None = None,
     num_fewshot: int | None = None,
     batch_size: int = 1,
+    dtype: str = "auto",
     now: datetime | None = None,
 ) -> EvalOutcome:
     """Evaluates `model_dir` (with `adapter_dir`) on `tasks`, bound to their manifest digests."""
@@ -106,7 +107,7 @@ def run_eval(
             raise InputError(f"--tasks: unknown task(s) {', '.join(unknown)}; known: {known}")
         raw = lm_eval.simple_evaluate(
             model="hf",
-            model_args=_model_args(model_dir, adapter_dir),
+            model_args=_model_args(model_dir, adapter_dir, dtype),
             tasks=list(tasks),
             task_manager=manager,
             device=device,
@@ -141,8 +142,8 @@ def run_eval(
     return EvalOutcome(predicate, eval_statement(predicate), samples)
 
 
-def _model_args(model_dir: Path, adapter_dir: Path | None) -> str:
-    args = f"pretrained={model_dir.resolve()},dtype=float32"
+def _model_args(model_dir: Path, adapter_dir: Path | None, dtype: str) -> str:
+    args = f"pretrained={model_dir.resolve()},dtype={dtype}"
     return args if adapter_dir is None else f"{args},peft={adapter_dir.resolve()}"
 
 

@@ -92,6 +92,7 @@ def test_the_summary_shows_metrics_and_groups(annex: Annex, model: Path) -> None
         (("--tasks", " , "), "name at least one task"),
         (("--tasks", "annex_mc", "--device", "tpu"), "use cpu, cuda or cuda:N"),
         (("--tasks", "annex_mc", "--limit", "0"), "must be above 0"),
+        (("--tasks", "annex_mc", "--dtype", "int3"), "use one of auto"),
     ],
 )
 def test_bad_run_input_is_refused_and_nothing_appended(

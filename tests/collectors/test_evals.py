@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from collectors.evals import (
     run_eval,
 )
 from collectors.hashing import build_manifest
-from evidence.errors import CollectorError, InputError
+from evidence.errors import CollectorError, ConfigError, InputError
 from schemas.eval_run import EVAL_RUN
 from schemas.policy import EvalRunContract
 from schemas.statement import Statement
@@ -195,3 +197,21 @@ def test_an_adapter_run_is_bound_to_the_adapter_first(tiny_lm: Path, tmp_path: P
     subjects = [s["digest"]["sha256"] for s in done.statement["subject"]]
     assert subjects == [build_manifest(adapter).digest, build_manifest(tiny_lm).digest]
     assert done.statement["predicate"]["adapter"]["name"] == "lora"
+
+
+def test_the_offline_settings_are_restored_after_a_run(
+    tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    run_eval(tiny_lm, tasks=["annex_mc"], limit=1)
+    assert "HF_HUB_OFFLINE" not in os.environ
+    assert os.environ["HF_DATASETS_OFFLINE"] == "0"
+
+
+def test_without_lm_eval_the_error_says_what_to_install(
+    tiny_lm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # what `import lm_eval` sees uninstalled
+    with pytest.raises(ConfigError, match=r"annex\[eval\]"):
+        run_eval(tiny_lm, tasks=["annex_mc"])
