@@ -105,17 +105,24 @@ def run_eval(
         if unknown:
             known = ", ".join(sorted(manager.all_tasks)) or "none"
             raise InputError(f"--tasks: unknown task(s) {', '.join(unknown)}; known: {known}")
-        raw = lm_eval.simple_evaluate(
-            model="hf",
-            model_args=_model_args(model_dir, adapter_dir, dtype),
-            tasks=list(tasks),
-            task_manager=manager,
-            device=device,
-            batch_size=batch_size,
-            limit=limit,
-            num_fewshot=num_fewshot,
-            log_samples=True,
-        )
+        try:
+            raw = lm_eval.simple_evaluate(
+                model="hf",
+                model_args=_model_args(model_dir, adapter_dir, dtype),
+                tasks=list(tasks),
+                task_manager=manager,
+                device=device,
+                batch_size=batch_size,
+                limit=limit,
+                num_fewshot=num_fewshot,
+                log_samples=True,
+            )
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+            # lm-eval and transformers report a directory that is no model, a device that is
+            # not there or a task that cannot load this way; the message names what is wrong.
+            raise CollectorError(
+                f"lm-eval could not evaluate {model_dir}: {type(exc).__name__}: {exc}"
+            ) from None
     duration = time.monotonic() - started
     energy = energy_between(energy_start, read_counters(nvml))
     _unchanged(model_dir, before)

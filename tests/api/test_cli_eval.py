@@ -113,6 +113,17 @@ def test_a_missing_model_is_refused(annex: Annex, home: Home, tmp_path: Path) ->
     assert log_size(home.path) == before
 
 
+def test_a_directory_that_is_no_model_is_refused(annex: Annex, home: Home, tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "notes.txt").write_text("not a model")
+    before = log_size(home.path)
+    done = annex.fast("eval", "run", "--model", plain, "--tasks", "annex_mc")
+    assert done.code == 2
+    assert f"lm-eval could not evaluate {plain}" in done.out + done.err
+    assert log_size(home.path) == before
+
+
 def test_an_imported_results_file_is_logged_as_imported(
     annex: Annex, home: Home, model: Path, tmp_path: Path
 ) -> None:
