@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -185,17 +186,21 @@ def _offline() -> Iterator[None]:
 
 @contextmanager
 def _task_folder(tasks_dir: Path | None) -> Iterator[Path]:
-    """A temporary folder of task YAMLs whose data_files are absolute (as lm-eval wants them)."""
-    sources: list[Path] = []
-    if tasks_dir is not None:
-        if not tasks_dir.is_dir():
-            raise InputError(f"--tasks-dir {tasks_dir}: not a directory")
-        sources.extend(sorted(tasks_dir.rglob("*.yaml")))
-    sources.extend(BUNDLED_TASKS / t / f"{t}.yaml" for t in bundled_tasks())
+    """A temporary copy of the task folders whose data_files are absolute (as lm-eval wants).
+
+    Copied whole, names kept, so `include:` and `!function` helpers beside a YAML still resolve.
+    """
+    if tasks_dir is not None and not tasks_dir.is_dir():
+        raise InputError(f"--tasks-dir {tasks_dir}: not a directory")
     with tempfile.TemporaryDirectory(prefix="annex-tasks-") as tmp:
-        for number, source in enumerate(sources):
-            target = Path(tmp) / f"{number:03d}-{source.name}"
-            target.write_text(_absolute_data(source), encoding="utf-8")
+        copies = [(BUNDLED_TASKS, Path(tmp) / "annex")]
+        if tasks_dir is not None:
+            copies.append((tasks_dir, Path(tmp) / "user"))
+        for source, target in copies:
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            for original in sorted(source.rglob("*.yaml")):
+                copy = target / original.relative_to(source)
+                copy.write_text(_absolute_data(original), encoding="utf-8")
         yield Path(tmp)
 
 

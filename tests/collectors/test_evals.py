@@ -215,3 +215,19 @@ def test_without_lm_eval_the_error_says_what_to_install(
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # what `import lm_eval` sees uninstalled
     with pytest.raises(ConfigError, match=r"annex\[eval\]"):
         run_eval(tiny_lm, tasks=["annex_mc"])
+
+
+def test_a_task_folder_keeps_includes_working(tiny_lm: Path, tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks" / "nested"
+    tasks.mkdir(parents=True)
+    rows = [{"q": "Is fire hot?", "choices": ["yes", "no"], "answer": 0}] * 2
+    (tasks / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tasks / "_base.yaml").write_text(
+        "dataset_path: json\ntest_split: test\noutput_type: multiple_choice\n"
+        "doc_to_text: '{{q}}'\ndoc_to_choice: '{{choices}}'\ndoc_to_target: answer\n"
+    )
+    (tasks / "child.yaml").write_text(
+        "include: _base.yaml\ntask: child_mc\ndataset_kwargs: {data_files: {test: data.jsonl}}\n"
+    )
+    done = run_eval(tiny_lm, tasks=["child_mc"], tasks_dir=tmp_path / "tasks")
+    assert "acc,none" in done.statement["predicate"]["results"]["child_mc"]
