@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,18 @@ from api.demo_data import (
     write_inference_log,
     write_oversight_feed,
 )
-from api.demo_model import ADAPTER_NAME, BASE_NAME, write_adapter, write_base_model
+from api.demo_model import (
+    ADAPTER_NAME,
+    BASE_NAME,
+    EVAL_MODEL_NAME,
+    write_adapter,
+    write_base_model,
+    write_eval_model,
+)
 from collectors.datasets import describe, take_snapshot
 from collectors.datasets import statement_of as dataset_statement
 from collectors.erasure import erase
+from collectors.evals import run_eval
 from collectors.gpu import collect_gpu
 from collectors.inference_log import DEFAULT_CLASS, RetentionPolicy, ingest
 from collectors.inference_proof import prove_line, read_content
@@ -112,12 +121,10 @@ def run(path: Path, say: Say | None, *, site: SiteLabels | None = None) -> dict[
         f"signed both for release: entries {base_release.index} and {release.index}, "
         f"signature files {base_release.signature.name} beside each"
     )
-    with home.open_store(write=True) as store:
-        example = store.append(example_batches()[0]).first_index
-    tell(f"illustrative eval-run evidence (its collector comes later): entry {example}")
     old, new = home.rotate(reason="demo: scheduled rotation")
     tell(f"rotated the log key: {old.keyid[:16]} retired, {new.keyid[:16]} active")
     erasure = _inference_and_oversight(home, path / "logs", tell)
+    evaluated = _evaluate(home, path / "models", tell)
     passed, failed = _gates(home, adapter, base, tell)
     with home.open_store() as store:
         exported = _export(store, path / "exports", index=release.index)
@@ -140,6 +147,7 @@ def run(path: Path, say: Say | None, *, site: SiteLabels | None = None) -> dict[
         "releases": {"base": base_release.index, "adapter": release.index},
         "gate": {"passed": passed.to_json(), "failed": failed.to_json()},
         "erasure": erasure,
+        "eval": evaluated,
         "exported_envelope": str(exported.envelope_path),
         "exported_proof": str(exported.proof_path),
         "checkpoint": log.latest_checkpoint,
@@ -241,6 +249,30 @@ def _inference_and_oversight(home: Home, directory: Path, tell: Say) -> dict[str
         f"its {retained} retained lines are {'STILL READABLE' if readable else 'unrecoverable'}"
     )
     return {"batch": batch, "receipt": receipt.entry, "content_readable": readable}
+
+
+def _evaluate(home: Home, directory: Path, tell: Say) -> dict[str, Any]:
+    """An lm-eval run of a tiny GPT-2 on a bundled task, when the eval extra is installed."""
+    if find_spec("lm_eval") is None or find_spec("transformers") is None:
+        with home.open_store(write=True) as store:
+            index = store.append(example_batches()[0]).first_index
+        tell(
+            "eval run skipped: the eval extra is not installed (pip install torch==2.13.0 && "
+            f"pip install -e '.[eval]'); an illustrative eval-run statement at entry {index}"
+        )
+        return {"run": False, "index": index}
+    model = write_eval_model(directory / EVAL_MODEL_NAME)
+    outcome = run_eval(model, tasks=["annex_mc"])
+    with home.open_store(write=True) as store:
+        manifest_index = store.append([collect_model(model)]).first_index
+        BlobStore(home.path / "blobs").put(outcome.samples)
+        index = store.append([outcome.statement]).first_index
+    accuracy = outcome.predicate.results["annex_mc"]["acc,none"]
+    tell(
+        f"eval: lm-eval ran the bundled task annex_mc on a tiny generated GPT-2 (manifest at "
+        f"entry {manifest_index}): acc {accuracy:.2f}, logged at entry {index}"
+    )
+    return {"run": True, "index": index, "accuracy": accuracy}
 
 
 def _gates(home: Home, adapter: Path, base: Path, tell: Say) -> tuple[Verdict, Verdict]:

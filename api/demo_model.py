@@ -14,6 +14,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 BASE_NAME = "annex-demo-base"
+EVAL_MODEL_NAME = "annex-demo-eval-gpt2"
 ADAPTER_NAME = "annex-demo-lora"
 
 _WIDTH, _LAYERS, _VOCAB, _CONTEXT = 64, 2, 256, 128
@@ -87,3 +88,49 @@ def write_adapter(directory: Path, *, base_name: str = BASE_NAME, seed: int = 11
         },
     )
     return directory
+
+
+CORPUS = [
+    "Question: Which planet is closest to the Sun? Answer: Mercury",
+    "the quick brown fox jumps over the lazy dog",
+    "water boils at one hundred degrees; a week has seven days",
+]
+
+
+def write_eval_model(target: Path) -> Path:
+    """A GPT-2 of about 135,000 random parameters that transformers loads, for eval runs.
+
+    Needs the eval extra (torch, tokenizers, transformers); nothing is downloaded.
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    target.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator(CORPUS * 5, trainer=trainer)
+    end = "<|endoftext|>"
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=bpe, eos_token=end, bos_token=end, unk_token=end, pad_token=end
+    )
+    tokenizer.save_pretrained(target)
+    torch.manual_seed(0)
+    end_id = bpe.token_to_id(end)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=256,
+        n_embd=64,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=end_id,
+        eos_token_id=end_id,
+    )
+    GPT2LMHeadModel(config).save_pretrained(target)
+    return target

@@ -19,6 +19,7 @@ import stat
 from collections.abc import Callable
 from contextlib import closing
 from datetime import datetime
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -1011,6 +1012,8 @@ def test_keys_export_public_trust_and_bad_format(template: Template, annex: Anne
 
 def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) -> None:
     """README quick start: `annex demo` in the current directory; a second run replaces it."""
+    evals = find_spec("lm_eval") is not None  # with the eval extra, a real lm-eval run
+    size = 17 if evals else 16
     run = annex_at(tmp_path / "unused")
     first = run("demo")
     assert first.code == 0, first
@@ -1024,16 +1027,17 @@ def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) ->
         "training run: dataset + annex-demo-base -> annex-demo-lora at entry 6",
         "signed both for release: entries 7 and 8",
         "rotated the log key",
-        "inference log: 60 requests at entry 11",
+        "inference log: 60 requests at entry 10",
         "line 7 proven in the batch's tree of 60",
-        "oversight: review, override, approve of that batch from entry 12",
-        "erased caller-1@example.invalid: keys destroyed, receipt at entry 15; "
+        "oversight: review, override, approve of that batch from entry 11",
+        "erased caller-1@example.invalid: keys destroyed, receipt at entry 14; "
         "its 20 retained lines are unrecoverable",
+        "eval: lm-eval ran the bundled task annex_mc" if evals else "eval run skipped",
         "gate on annex-demo-lora (signed, lineage recorded): PASS",
         "gate on annex-demo-base with one byte of model.safetensors changed: FAIL",
         "changed model.safetensors",
-        "offline check of entry 8: ok (tree size 16)",
-        "full verification: 16 entries",
+        f"offline check of entry 8: ok (tree size {size})",
+        f"full verification: {size} entries",
         "annex verify-entry",
     ):
         assert said in first.out
@@ -1041,12 +1045,20 @@ def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) ->
     assert again.code == 0, again
     summary = again.json()
     assert summary["home"] == str(home)
-    assert (summary["entries"], summary["origin"]) == (16, "demo.annex.invalid/log")
-    assert summary["checkpoint"].startswith("demo.annex.invalid/log\n16\n")
+    assert (summary["entries"], summary["origin"]) == (size, "demo.annex.invalid/log")
+    assert summary["checkpoint"].startswith(f"demo.annex.invalid/log\n{size}\n")
     assert summary["gpu"]["status"] in {"no-nvml", "no-driver", "no-gpu", "nvml-error", "ok"}
     assert summary["gate"]["passed"]["passed"] is True
     assert summary["gate"]["failed"]["passed"] is False
-    assert summary["erasure"] == {"batch": 11, "receipt": 15, "content_readable": False}
+    assert summary["erasure"] == {"batch": 10, "receipt": 14, "content_readable": False}
+    assert summary["eval"]["run"] is evals
+    if evals:
+        assert 0.0 <= summary["eval"]["accuracy"] <= 1.0
+        shown = run.fast("show", str(summary["eval"]["index"]), "--home", home, "--json").json()
+        assert (
+            shown["statement"]["predicate"]["results"]["annex_mc"]["acc,none"]
+            == (summary["eval"]["accuracy"])
+        )
     database = (home / "annex.db").read_bytes()
     assert b"caller-1@example.invalid" not in database  # callers are pseudonyms in the log
     assert b"where is my order" not in database  # and texts never enter it
@@ -1064,7 +1076,7 @@ def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) ->
         "--json",
     )
     assert checked.code == 0, checked
-    assert (checked.json()["index"], checked.json()["tree_size"]) == (8, 16)
+    assert (checked.json()["index"], checked.json()["tree_size"]) == (8, size)
 
 
 def test_demo_refuses_a_directory_it_did_not_make(tmp_path: Path, annex_at: AnnexAt) -> None:

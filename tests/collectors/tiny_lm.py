@@ -1,51 +1,13 @@
-"""Eval test material: a tiny randomly initialised GPT-2 built locally, an lm-eval results file."""
+"""Eval test material: the demo's tiny GPT-2 (built locally), an lm-eval results file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-CORPUS = [
-    "Question: Which planet is closest to the Sun? Answer: Mercury",
-    "the quick brown fox jumps over the lazy dog",
-    "water boils at one hundred degrees; a week has seven days",
-]
+from api.demo_model import write_eval_model
 
-
-def build_tiny_lm(target: Path) -> Path:
-    """About 135,000 parameters (2 layers, 64 wide), saved with save_pretrained; no download."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    target.mkdir(parents=True, exist_ok=True)
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    bpe.train_from_iterator(CORPUS * 5, trainer=trainer)
-    end = "<|endoftext|>"
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token=end, bos_token=end, unk_token=end, pad_token=end
-    )
-    tokenizer.save_pretrained(target)
-    torch.manual_seed(0)
-    end_id = tokenizer.convert_tokens_to_ids(end)
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=256,
-        n_embd=64,
-        n_layer=2,
-        n_head=2,
-        bos_token_id=end_id,
-        eos_token_id=end_id,
-    )
-    GPT2LMHeadModel(config).save_pretrained(target)
-    return target
+build_tiny_lm = write_eval_model
 
 
 def lm_eval_results(acc: float = 0.5) -> dict[str, Any]:
