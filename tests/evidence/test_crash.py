@@ -70,6 +70,14 @@ class Ack:
         return self.first + self.count
 
 
+def _ack(line: str, out: str) -> Ack:
+    fields = line.split()
+    if len(fields) != 3:
+        pytest.fail(f"the writer printed {line!r}, not an acknowledgement; all it printed:\n{out}")
+    first, count, n0 = map(int, fields)
+    return Ack(first, count, n0)
+
+
 @dataclass(frozen=True)
 class Run:
     acks: list[Ack]
@@ -106,7 +114,7 @@ class Writer:
         child.send_signal(signal.SIGKILL)
         out, err = child.communicate(timeout=30)
         assert child.returncode == -signal.SIGKILL, f"the writer died on its own:\n{err}"
-        acks = [Ack(*map(int, line.split())) for line in out.splitlines()]
+        acks = [_ack(line, out) for line in out.split("\n")[:-1]]  # a cut-off last line: no ack
         rng = random.Random(self.seed)
         sizes = [rng.randint(1, MAX_BATCH) for _ in range(len(acks) + 1)]
         assert [a.count for a in acks] == sizes[:-1], "acknowledged sizes differ from those sent"
