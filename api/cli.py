@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from api import demo as demo_module
 from api.cli_base import (
     HomeOpt,
     JsonOpt,
@@ -508,6 +507,8 @@ def demo(
     """Build a signed store from built-in example evidence, export a proof and verify it all."""
     settings = get_settings(home.absolute())
     labels = site_labels(settings, site=settings.site or "annex-demo", country=None, operator=None)
+    from api import demo as demo_module  # numpy, safetensors, lm-eval: only for the demo
+
     summary = demo_module.run(home.absolute(), say=None if json_out else stdout.print, site=labels)
     if json_out:
         print_json(summary)

@@ -25,7 +25,9 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
 
 
-class OlDataset(_Lenient):
+class _Named(_Lenient):
+    """What OpenLineage names by namespace and name: a dataset or a job."""
+
     namespace: str = Field(min_length=1)
     name: str = Field(min_length=1)
     facets: dict[str, Any] = Field(default_factory=dict)
@@ -35,14 +37,12 @@ class OlDataset(_Lenient):
         return subject_name(self.namespace, self.name)
 
 
-class OlJob(_Lenient):
-    namespace: str = Field(min_length=1)
-    name: str = Field(min_length=1)
-    facets: dict[str, Any] = Field(default_factory=dict)
+class OlDataset(_Named):
+    pass
 
-    @property
-    def subject_name(self) -> str:
-        return subject_name(self.namespace, self.name)
+
+class OlJob(_Named):
+    pass
 
 
 class OlRun(_Lenient):
