@@ -13,7 +13,7 @@ the canonical card. A new version of the card is a new entry; the card's history
 from __future__ import annotations
 
 import re
-from datetime import date
+import datetime as dt
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -132,7 +132,7 @@ class DeclarationOfConformity(_Card):
     signatory: str | None = None
     role: str | None = None
     place: str | None = None
-    date: date | None = None
+    date: dt.date | None = None
     notified_body: str | None = None
     conformity_procedure: Literal["annex-vi", "annex-vii"] | None = None
 
