@@ -12,8 +12,8 @@ the canonical card. A new version of the card is a new entry; the card's history
 
 from __future__ import annotations
 
-import re
 import datetime as dt
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
