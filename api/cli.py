@@ -525,6 +525,7 @@ from api import (  # noqa: E402, F401
     cli_models,
     cli_oversight,
     cli_sign,
+    cli_system,
 )
 
 
