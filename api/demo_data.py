@@ -11,6 +11,8 @@ import random
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import yaml
+
 DATASET_NAME = "annex-demo-tickets"
 TOPICS = ("billing", "login", "delivery", "refund", "outage")
 
@@ -78,4 +80,89 @@ def write_oversight_feed(path: Path, *, batch: int, start: datetime) -> Path:
             at = (start + timedelta(minutes=5 * n)).isoformat().replace("+00:00", "Z")
             line = {"action": action, "reviewer": reviewer, "reason": reason, "at": at}
             out.write(json.dumps({**line, "batch": batch, "system": "annex-demo"}) + "\n")
+    return path
+
+
+DEMO_SYSTEM = "annex-demo"
+
+
+def write_system_card(path: Path, *, base: Path, adapter: Path, dataset: Path) -> Path:
+    """The demo system's card: a support-ticket assistant, declared as fully as a provider would
+    for most points and deliberately silent on a few (1(f), 1(g), 7), so the dossier shows gaps."""
+    card = {
+        "apiVersion": "annex.dev/system-card/v1",
+        "id": DEMO_SYSTEM,
+        "name": "Annex demo ticket assistant",
+        "version": "1.0.0",
+        "provider": {
+            "name": "Example Provider (made up by annex demo)",
+            "address": "1 Example Street, Example City",
+            "contact": "compliance@example.invalid",
+        },
+        "intendedPurpose": "Suggests a topic and a first answer for incoming support tickets; "
+        "an agent reviews every suggestion before anything reaches a customer.",
+        "risk": {
+            "level": "not-high-risk",
+            "grounds": "Art 6(3)(d): a preparatory task for a human assessment, no profiling "
+            "of natural persons. Documented here as if high-risk, to show a full dossier.",
+        },
+        "releaseForms": ["internal HTTP API on the provider's own GPUs"],
+        "deployers": [{"name": "Example support team", "contact": "support@example.invalid"}],
+        "components": {
+            "baseModel": {"name": base.name, "path": str(base)},
+            "adapters": [{"name": adapter.name, "path": str(adapter)}],
+            "datasets": [{"name": dataset.name, "path": str(dataset), "role": "training"}],
+        },
+        "oversight": {
+            "measures": [
+                "An agent reviews every suggestion; nothing is sent without approval.",
+                "Agents override or disregard suggestions; reversals are logged with a reason.",
+                "The shift lead can stop the assistant; tickets then go to manual handling.",
+            ],
+            "assessment": "Reviewing every output matches the low autonomy of the assistant.",
+            "stopProcedure": "A stop switch in the ticket tool halts serving.",
+            "reviewerTraining": "Agents complete a one-hour course before using the assistant.",
+        },
+        "predeterminedChanges": ["Retraining the adapter monthly on new tickets, same recipe."],
+        "riskRegister": [
+            {
+                "id": "R1",
+                "description": "Wrong topic suggested for tickets in rare languages.",
+                "severity": "medium",
+                "likelihood": "possible",
+                "mitigation": "Per-group accuracy in every eval run; every suggestion reviewed.",
+                "evidence": ["eval-run", "oversight-event"],
+            }
+        ],
+        "postMarketMonitoring": {
+            "plan": "Monthly review of override rates, eval re-runs and incidents.",
+            "reviewIntervalDays": 30,
+        },
+        "declarationOfConformity": {"number": "DEMO-DoC-1", "signatory": "Demo Signatory"},
+        "documentation": {
+            "integration": "Called by the ticket tool over an internal HTTP API.",
+            "updatePolicy": "Runtime and driver updates are tested on a staging node first.",
+            "hardwareRequirements": "One GPU with 8 GiB of memory, or a CPU for the demo.",
+            "instructionsForUse": "The agent handbook, chapter 2 (made up).",
+            "developmentMethods": "A LoRA adapter trained on synthetic tickets.",
+            "designChoices": "A small adapter keeps the base frozen and every change reviewable.",
+            "architecture": "Base model plus one LoRA adapter behind one inference runtime.",
+            "dataGovernance": "Synthetic tickets only; no personal data.",
+            "validation": "Each release is evaluated on a held-out bundled task.",
+            "cybersecurity": "Weights are hashed at load and must match the signed release.",
+            "limitations": "Only English tickets; short tickets get vaguer suggestions.",
+            "metricsRationale": "Accuracy per topic shows whether some tickets are worse served.",
+            "riskManagement": "The support lead keeps the risk register and reviews it monthly.",
+        },
+        "gdpr": {
+            "controller": {"name": "Example Provider", "contact": "privacy@example.invalid"},
+            "purposes": ["Keep Art 12 logs of the assistant for oversight and audit."],
+            "legalBasis": "legal-obligation (AI Act Art 12, 26(6))",
+            "dataSubjects": ["customers writing tickets", "support agents"],
+            "personalData": ["ticket text in prompts", "agent pseudonyms"],
+            "recipients": ["internal audit"],
+            "securityMeasures": ["Prompts encrypted per data subject; erasure destroys the key."],
+        },
+    }
+    path.write_text(yaml.safe_dump(card, sort_keys=False, width=96), encoding="utf-8")
     return path

@@ -21,6 +21,9 @@ class Settings:
     site: str | None = None
     country: str | None = None
     operator: str | None = None
+    # PAdES signing of PDF reports (ANNEX_PDF_SIGN_CERT, ANNEX_PDF_SIGN_KEY): both or neither.
+    pdf_sign_cert: Path | None = None
+    pdf_sign_key: Path | None = None
 
     def open_home(self) -> Home:
         return Home(self.home, self.database_url, self.passphrase)
@@ -36,7 +39,18 @@ def read_settings(env: Mapping[str, str], home: Path | None = None) -> Settings:
         site=env.get("ANNEX_SITE") or None,
         country=env.get("ANNEX_COUNTRY") or None,
         operator=env.get("ANNEX_OPERATOR") or None,
+        **_pdf_signing(env),
     )
+
+
+def _pdf_signing(env: Mapping[str, str]) -> dict[str, Path | None]:
+    cert, key = env.get("ANNEX_PDF_SIGN_CERT") or None, env.get("ANNEX_PDF_SIGN_KEY") or None
+    if (cert is None) != (key is None):
+        raise ConfigError("set both ANNEX_PDF_SIGN_CERT and ANNEX_PDF_SIGN_KEY, or neither")
+    return {
+        "pdf_sign_cert": None if cert is None else Path(cert),
+        "pdf_sign_key": None if key is None else Path(key),
+    }
 
 
 @lru_cache
