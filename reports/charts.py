@@ -45,10 +45,21 @@ def chart_svg(chart: Chart) -> str:
         if chart.y_label:
             axes.set_ylabel(chart.y_label)
         if len(chart.series) > 1:
-            axes.legend(frameon=False, fontsize=7)
+            axes.legend(  # above the plot, where it can hide no bar
+                frameon=False,
+                fontsize=7,
+                loc="lower center",
+                bbox_to_anchor=(0.5, 1.0),
+                ncol=min(len(chart.series), 4),
+            )
         figure.tight_layout()
         buffer = io.StringIO()
-        figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+        figure.savefig(
+            buffer,
+            format="svg",
+            bbox_inches="tight",
+            metadata={"Date": None, "Creator": None},
+        )
     return _PROLOGUE.sub("", buffer.getvalue())
 
 

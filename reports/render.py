@@ -244,8 +244,13 @@ def _render_bounded(
         message = done.stderr.decode(errors="replace")[-2000:]
         raise RenderError(f"rendering failed: {message}")
     if done.returncode != 0:
-        tail = done.stderr.decode(errors="replace")[-2000:]
-        raise RenderError(f"the renderer exited with status {done.returncode}: {tail}")
+        tail = done.stderr.decode(errors="replace").strip()[-1000:]
+        hint = (
+            ""
+            if limits.max_memory_bytes is None
+            else f" (out of memory? RenderLimits.max_memory_bytes is {limits.max_memory_bytes})"
+        )
+        raise RenderError(f"the renderer exited with status {done.returncode}{hint}: {tail}")
 
 
 def render_pdf_bytes(

@@ -306,6 +306,7 @@ def test_hostile_card_text_fetches_nothing(rendered: Rendered, tmp_path: Path) -
         (RenderLimits(max_html_bytes=1000), r"over the 1000 byte limit .*max_html_bytes"),
         (RenderLimits(max_pdf_bytes=1000), r"over the 1000 byte limit .*max_pdf_bytes"),
         (RenderLimits(seconds=0.05), r"longer than 0.05 s \(RenderLimits.seconds\)"),
+        (RenderLimits(max_memory_bytes=30 * 2**20), r"memory.*RenderLimits.max_memory_bytes"),
     ],
 )
 def test_limits_fail_clearly_and_leave_the_old_file(
