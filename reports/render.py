@@ -14,17 +14,20 @@ failed or killed render leaves nothing half-written at the target path.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import resource
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import jinja2
 from markupsafe import Markup
@@ -141,8 +144,6 @@ def asset_fetcher(refused: list[str] | None = None) -> Any:
 
 
 def _asset_path(url: str) -> Path | None:
-    from urllib.parse import unquote, urlsplit
-
     parts = urlsplit(url)
     if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
         return None
@@ -202,9 +203,16 @@ def _child_main(job: dict[str, Any]) -> None:
     try:
         if job["memory"] is not None:
             resource.setrlimit(resource.RLIMIT_AS, (job["memory"], job["memory"]))
+        # No file it writes may grow past the PDF limit (Python ignores SIGXFSZ: EFBIG).
+        resource.setrlimit(resource.RLIMIT_FSIZE, (job["max_pdf"] + 1, job["max_pdf"] + 1))
         write_pdf(job["html"], Path(job["out"]), job["attachments"])
     except MemoryError:
         sys.stderr.write("the renderer ran out of memory (RenderLimits.max_memory_bytes)")
+        sys.exit(_REPORTED)
+    except OSError as exc:
+        if exc.errno != errno.EFBIG:
+            raise
+        sys.stderr.write(_too_big(f"more than {job['max_pdf']}", job["max_pdf"]))
         sys.exit(_REPORTED)
     except Exception as exc:  # reported to the parent, which raises RenderError
         cause = exc.__cause__ if exc.__cause__ is not None else exc
@@ -226,6 +234,7 @@ def _render_bounded(
         "out": str(out),
         "attachments": tuple(attachments),
         "memory": limits.max_memory_bytes,
+        "max_pdf": limits.max_pdf_bytes,
     }
     try:
         done = subprocess.run(
@@ -257,7 +266,7 @@ def render_pdf_bytes(
     doc: Document,
     *,
     attachments: Sequence[Attachment] = (),
-    limits: RenderLimits = RenderLimits(),
+    limits: RenderLimits = DEFAULT_LIMITS,
     workdir: Path | None = None,
 ) -> bytes:
     """The PDF/A-3b of a document, as bytes (for a caller that signs it before writing)."""
@@ -268,18 +277,20 @@ def render_pdf_bytes(
             f"the report's HTML is {size} bytes, over the {limits.max_html_bytes} byte limit "
             "(RenderLimits.max_html_bytes): summarise the document or raise the limit"
         )
-    import tempfile
-
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".annex-render-") as tmp:
         out = Path(tmp) / "report.pdf"
         _render_bounded(html, out, attachments, limits)
         written = out.stat().st_size
         if written > limits.max_pdf_bytes:
-            raise RenderError(
-                f"the PDF is {written} bytes, over the {limits.max_pdf_bytes} byte limit "
-                "(RenderLimits.max_pdf_bytes): summarise the document or raise the limit"
-            )
+            raise RenderError(_too_big(str(written), limits.max_pdf_bytes))
         return out.read_bytes()
+
+
+def _too_big(size: str, limit: int) -> str:
+    return (
+        f"the PDF is {size} bytes, over the {limit} byte limit (RenderLimits.max_pdf_bytes): "
+        "summarise the document or raise the limit"
+    )
 
 
 def write_atomically(out: Path, data: bytes) -> None:

@@ -109,6 +109,16 @@ def test_one_byte_changed_in_a_bundled_envelope_fails(dossier: Dossier, tmp_path
         verify_dossier(pdf, trust=dossier.home.trust(), beside=dossier.beside)
 
 
+def test_a_listed_citation_must_name_its_entry(dossier: Dossier, tmp_path: Path) -> None:
+    body = json.loads(dossier.bundle)
+    first = body["document"]["citations"][0]
+    first["digest"] = hashlib.sha256(b"another entry").hexdigest()
+    pdf = tmp_path / "dossier.pdf"
+    render_pdf(dossier.doc, pdf, attachments=[Attachment(BUNDLE_NAME, canonical_bytes(body))])
+    with pytest.raises(VerificationError, match=rf"citation #{first['index']} names leaf hash"):
+        verify_dossier(pdf, trust=dossier.home.trust())
+
+
 def test_a_pdf_citing_an_entry_outside_the_bundle_fails(dossier: Dossier, tmp_path: Path) -> None:
     with dossier.home.open_store(write=True) as store:
         wider = make_document(store, extra=1)
