@@ -65,11 +65,13 @@ DEFAULT_LIMITS = RenderLimits()
 
 @dataclass(frozen=True)
 class Attachment:
-    """A file embedded in the PDF as a PDF/A-3 associated file (catalog /AF)."""
+    """A file embedded in the PDF as a PDF/A-3 associated file (catalog /AF).
+
+    Its MIME type is taken from the name's extension (`.json` -> application/json).
+    """
 
     name: str
     data: bytes
-    mime_type: str = "application/json"
     description: str = ""
     relationship: str = "Data"  # ISO 32000-2 7.11.3: Source, Data, Alternative, Supplement
 
