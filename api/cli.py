@@ -524,6 +524,7 @@ from api import (  # noqa: E402, F401
     cli_lineage,
     cli_models,
     cli_oversight,
+    cli_report,
     cli_sign,
     cli_system,
 )
