@@ -507,22 +507,29 @@ def _datasets_point(store: Store, version: CardVersion, size: int) -> Point:
                 )
             )
     if cited:
-        items.append(
-            collected(
-                "Datasets (datasheets)",
-                cited,
-                Table(
-                    ("dataset", "legal basis", "personal data", "special categories (Art 9)"),
-                    tuple(rows),
-                ),
-            )
+        table = Table(
+            ("dataset", "legal basis", "personal data", "special categories (Art 9)"), tuple(rows)
         )
+        items.append(collected("Datasets (datasheets)", cited, table, *_special(rows)))
     elif not any(c.role == "dataset" for c in version.predicate.components):
         gaps.append(
             Gap("the system card names no dataset", "add `components.datasets` to the card")
         )
     return Point(
         "35(7)(a)-data", "Data categories and legal basis", asks, tuple(items), tuple(gaps)
+    )
+
+
+def _special(rows: list[tuple[str, ...]]) -> tuple[Paragraph, ...]:
+    """A note when a datasheet declares Art 9 data: Art 35(3)(b) names it as a DPIA case."""
+    found = sorted({c for r in rows for c in r[3].split(", ")} - {"none", "not declared"})
+    if not found:
+        return ()
+    return (
+        Paragraph(
+            f"Special categories of personal data (Art 9) in the data: {', '.join(found)}. "
+            "Processing them on a large scale requires a DPIA (Art 35(3)(b))."
+        ),
     )
 
 

@@ -636,6 +636,27 @@ def _incidents_point(store: Store, period: Period) -> Point:
     return Point("26-5", "Incidents", asks, (collected("Incidents in the period", entries, table),))
 
 
+def _weekly_volume(period: Period, served: list[Served]) -> tuple[Table, Chart]:
+    """Requests (by each batch's first request) and decisions on outputs, per ISO week."""
+    weeks = period.weeks()
+    requests: Counter[str] = Counter()
+    for s in served:
+        requests[week(s.first or s.entry.logged_at)] += s.requests
+    decided = Counter(week(e.at) for e in period.events if e.predicate.action in DECISIONS)
+    rows = tuple((w, str(requests[w]), str(decided[w])) for w in weeks)
+    table = Table(("week", "requests", "decisions on outputs"), rows)
+    chart = Chart(
+        "Requests and decisions per week",
+        "bar",
+        tuple(weeks),
+        (
+            Series("requests", tuple(float(requests[w]) for w in weeks)),
+            Series("decisions on outputs", tuple(float(decided[w]) for w in weeks)),
+        ),
+    )
+    return table, chart
+
+
 def _volume_point(period: Period, served: list[Served], reviewed: int) -> Point:
     asks = "Art 12, 26(5): the requests the system served, beside the reviews done."
     if not served:
@@ -664,7 +685,15 @@ def _volume_point(period: Period, served: list[Served], reviewed: int) -> Point:
         "12-volume",
         "Inference volume",
         asks,
-        (collected("Requests and reviews", (s.entry for s in served), facts, how),),
+        (
+            collected(
+                "Requests and reviews",
+                [s.entry for s in served] + [e.entry for e in period.events],
+                facts,
+                *_weekly_volume(period, served),
+                how,
+            ),
+        ),
     )
 
 

@@ -126,6 +126,7 @@ def test_dpia_inputs_read_datasheets_scale_risks_and_safeguards(rig: Rig) -> Non
     processing = section(doc, "The processing")
     data = point(processing, "35(7)(a)-data")
     assert blocks(data, Table)[0].rows == (("loan-notes", "contract", "yes", "health"),)
+    assert "Art 9) in the data: health" in blocks(data, Paragraph)[-1].text
     scale = facts(point(processing, "35(7)(a)-scale"))
     assert scale["requests by the system's models"] == "10"
     assert scale["callers (distinct pseudonyms)"] == "2"
@@ -168,3 +169,11 @@ def test_the_renderer_draws_both(rig: Rig) -> None:
     for doc in (build_ropa(rig.store, now=NOW), build_dpia_inputs(rig.store, SYSTEM, now=NOW)):
         html = render_html(doc)
         assert "Example Credit Union eG" in html and "alice" not in html
+
+
+def test_ropa_of_an_empty_log_names_the_missing_systems(rig: Rig) -> None:
+    doc = build_ropa(rig.store, now=NOW)
+    gaps = " | ".join(g.what for _, g in doc.gaps())
+    assert "no AI system is recorded" in gaps
+    assert "no entry holds a pseudonym yet" in gaps
+    assert doc.system is None

@@ -132,6 +132,8 @@ def test_incident_volume_and_retention(report: Document) -> None:
     assert volume["requests served by the system's models"] == "10"
     assert volume["oversight decisions on outputs"] == "8"
     assert volume["decisions per 100 requests"] == "80.0"
+    weekly = block(point(report, "12-volume"), Table)
+    assert weekly.rows == (("2026-W45", "10", "5"), ("2026-W46", "0", "3"))
     retention = point(report, "19-retention")
     assert block(retention, Table).rows == (
         ("content retained encrypted, class logs, 184 days", "1", "10"),
