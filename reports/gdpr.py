@@ -55,11 +55,15 @@ CRYPTO_SHREDDING = (
 )
 
 
+# what a card field or the log gives for one part of a point: an item, or a gap
+Part = tuple[Item | None, Gap | None]
+
+
 def _fill(key: str) -> str:
-    return f"add `gdpr.{key}` to the system card, then annex system add"
+    return f"add `{key}` to the system card, then annex system add"
 
 
-def _party(label: str, party: Party | None, key: str) -> tuple[Item | None, Gap | None]:
+def _party(label: str, party: Party | None, key: str) -> Part:
     if party is None:
         return None, Gap(f"the {label} is not declared", _fill(key))
     rows = [("name", party.name)]
@@ -67,18 +71,14 @@ def _party(label: str, party: Party | None, key: str) -> tuple[Item | None, Gap 
     return declared(label.capitalize(), Facts(tuple(rows))), None
 
 
-def _texts(
-    heading: str, values: Iterable[str], what: str, key: str
-) -> tuple[Item | None, Gap | None]:
+def _texts(heading: str, values: Iterable[str], what: str, key: str) -> Part:
     found = [v for v in values if v]
     if not found:
         return None, Gap(f"{what} not declared", _fill(key))
     return declared(heading, *bullets(found)), None
 
 
-def _point(
-    ref: str, title: str, asks: str, parts: Iterable[tuple[Item | None, Gap | None]]
-) -> Point:
+def _point(ref: str, title: str, asks: str, parts: Iterable[Part]) -> Point:
     given = list(parts)
     items = tuple(i for i, _ in given if i is not None)
     gaps = tuple(g for _, g in given if g is not None)
@@ -108,7 +108,7 @@ def _callers(served: list[Served]) -> set[str]:
     return {c.pseudonym for s in served for c in s.predicate.callers}
 
 
-def _subjects_item(served: list[Served]) -> tuple[Item | None, Gap | None]:
+def _subjects_item(served: list[Served]) -> Part:
     if not served:
         return None, _no_batches()
     kept = [s for s in served if s.predicate.retention.content]
@@ -147,9 +147,7 @@ def _erasure_table(found: list[Erasure]) -> Table:
     return Table(("date", "trigger", "pseudonyms", "keys destroyed", "entry"), rows, note=note)
 
 
-def _retention_item(
-    store: Store, served: list[Served], size: int
-) -> tuple[Item | None, Gap | None]:
+def _retention_item(store: Store, served: list[Served], size: int) -> Part:
     if not served:
         return None, _no_batches()
     groups: dict[str, int] = {}
@@ -179,7 +177,7 @@ def _retention_item(
     return item, gap
 
 
-def _security_item(served: list[Served]) -> tuple[Item | None, Gap | None]:
+def _security_item(served: list[Served]) -> Part:
     if not served:
         return None, None
     kept = [s for s in served if s.predicate.content_blob is not None]
@@ -204,8 +202,8 @@ def _inference_section(store: Store, versions: list[CardVersion], size: int) -> 
             "Controller and data protection officer",
             "Name and contact details of the controller and the DPO.",
             (
-                _party("controller", g.controller, "controller"),
-                _party("data protection officer", g.dpo, "dpo"),
+                _party("controller", g.controller, "gdpr.controller"),
+                _party("data protection officer", g.dpo, "gdpr.dpo"),
             ),
         ),
         _point(
@@ -214,9 +212,14 @@ def _inference_section(store: Store, versions: list[CardVersion], size: int) -> 
             "Why the inference requests are logged, and on what legal basis.",
             (
                 _texts(
-                    "Purposes", g.purposes, "the purposes of the inference logging are", "purposes"
+                    "Purposes",
+                    g.purposes,
+                    "the purposes of the inference logging are",
+                    "gdpr.purposes",
                 ),
-                _texts("Legal basis", (g.legal_basis or "",), "the legal basis is", "legalBasis"),
+                _texts(
+                    "Legal basis", (g.legal_basis or "",), "the legal basis is", "gdpr.legalBasis"
+                ),
             ),
         ),
         _point(
@@ -228,13 +231,13 @@ def _inference_section(store: Store, versions: list[CardVersion], size: int) -> 
                     "Data subjects",
                     g.data_subjects,
                     "the categories of data subjects are",
-                    "dataSubjects",
+                    "gdpr.dataSubjects",
                 ),
                 _texts(
                     "Personal data",
                     g.personal_data,
                     "the categories of personal data are",
-                    "personalData",
+                    "gdpr.personalData",
                 ),
                 _subjects_item(served),
             ),
@@ -243,13 +246,17 @@ def _inference_section(store: Store, versions: list[CardVersion], size: int) -> 
             "30(1)(d)",
             "Recipients",
             "Who the personal data is disclosed to, in third countries included.",
-            (_texts("Recipients", g.recipients, "the recipients are", "recipients"),),
+            (_texts("Recipients", g.recipients, "the recipients are", "gdpr.recipients"),),
         ),
         _point(
             "30(1)(e)",
             "Transfers to third countries",
             "Transfers outside the EU and their safeguards.",
-            (_texts("Transfers", (g.transfers or "",), "transfers (or none) are", "transfers"),),
+            (
+                _texts(
+                    "Transfers", (g.transfers or "",), "transfers (or none) are", "gdpr.transfers"
+                ),
+            ),
         ),
         _point(
             "30(1)(f)",
@@ -266,7 +273,7 @@ def _inference_section(store: Store, versions: list[CardVersion], size: int) -> 
                     "Declared measures",
                     g.security_measures,
                     "security measures are",
-                    "securityMeasures",
+                    "gdpr.securityMeasures",
                 ),
                 _security_item(served),
             ),
@@ -311,28 +318,35 @@ def _key_row(entry: Entry) -> tuple[str, str, str, str]:
     return (event.name, event.event, event.observedAt[:10], str(entry.index))
 
 
-def _store_section(store: Store, cards: list[SystemCard], size: int) -> Section:
-    entries, reviewers, callers = _pseudonym_entries(store, size)
-    done = erasures(store, size)
-    keys = list(scan(store, KEY_EVENT, size))
-    subjects: tuple[Item | None, Gap | None] = (None, None)
-    if entries:
-        facts = Facts(
-            (
-                ("entries holding a pseudonym", str(len(entries))),
-                ("reviewer pseudonyms (oversight events, attestations)", str(len(reviewers))),
-                ("caller pseudonyms (inference batches)", str(len(callers))),
-                ("names, e-mail addresses or ids in clear", "none: pseudonyms only"),
-            )
+def _store_subjects(entries: list[Entry], reviewers: set[str], callers: set[str]) -> Part:
+    if not entries:
+        return None, Gap(
+            "no entry holds a pseudonym yet", "nothing to fill while no person's data is logged"
         )
-        subjects = (collected("Pseudonyms in the log", entries, facts), None)
-    erasure_blocks: list[Block] = [
+    facts = Facts(
+        (
+            ("entries holding a pseudonym", str(len(entries))),
+            ("reviewer pseudonyms (oversight events, attestations)", str(len(reviewers))),
+            ("caller pseudonyms (inference batches)", str(len(callers))),
+            ("names, e-mail addresses or ids in clear", "none: pseudonyms only"),
+        )
+    )
+    return collected("Pseudonyms in the log", entries, facts), None
+
+
+def _store_erasure(entries: list[Entry], done: list[Erasure], keys: list[Entry]) -> Part:
+    """The method, and the receipts; cites the receipts, else what the method applies to."""
+    blocks: list[Block] = [
         Paragraph(CRYPTO_SHREDDING),
         Paragraph(f"{len(done)} erasure receipt(s) logged."),
     ]
     if done:
-        erasure_blocks.append(_erasure_table(done))
-    key_rows = tuple(_key_row(k) for k in keys[:MAX_ROWS])
+        blocks.append(_erasure_table(done))
+    cited = [e.entry for e in done] or entries or keys
+    return collected("Erasure by crypto-shredding", cited, *blocks), None
+
+
+def _store_security(keys: list[Entry], size: int) -> Part:
     security = Facts(
         (
             ("entries", f"{size}, each a DSSE envelope signed with a logged key"),
@@ -340,13 +354,22 @@ def _store_section(store: Store, cards: list[SystemCard], size: int) -> Section:
             ("signing key events", str(len(keys))),
         )
     )
-    declared_store = [
-        ("controller", "controller", "the controller of the evidence store is"),
-        ("purposes", "purposes", "the purposes of the evidence store are"),
-        ("recipients", "recipients", "the recipients of the evidence are"),
-        ("transfers", "transfers", "transfers (or none) are"),
-        ("security_measures", "securityMeasures", "security measures are"),
-    ]
+    table = Table(("key", "event", "date", "entry"), tuple(_key_row(k) for k in keys[:MAX_ROWS]))
+    return collected("Signed, append-only log", keys, security, table), None
+
+
+_STORE_DECLARED = (
+    ("controller", "gdpr.controller", "the controller of the evidence store is"),
+    ("purposes", "gdpr.purposes", "the purposes of the evidence store are"),
+    ("recipients", "gdpr.recipients", "the recipients of the evidence are"),
+    ("transfers", "gdpr.transfers", "transfers (or none) are"),
+    ("security_measures", "gdpr.securityMeasures", "security measures are"),
+)
+
+
+def _store_section(store: Store, cards: list[SystemCard], size: int) -> Section:
+    entries, reviewers, callers = _pseudonym_entries(store, size)
+    keys = list(scan(store, KEY_EVENT, size))
     d = {
         attr: _texts(
             attr.replace("_", " ").capitalize() + " (from the system cards)",
@@ -354,7 +377,7 @@ def _store_section(store: Store, cards: list[SystemCard], size: int) -> Section:
             what,
             key,
         )
-        for attr, key, what in declared_store
+        for attr, key, what in _STORE_DECLARED
     }
     points = (
         _point("30(1)(a)", "Controller", "Who keeps the evidence store.", (d["controller"],)),
@@ -363,17 +386,7 @@ def _store_section(store: Store, cards: list[SystemCard], size: int) -> Section:
             "30(1)(c)",
             "Data subjects and personal data",
             "Whose data the store holds, and in what form.",
-            (
-                subjects
-                if entries
-                else (
-                    None,
-                    Gap(
-                        "no entry holds a pseudonym yet",
-                        "nothing to fill while no person's data is logged",
-                    ),
-                ),
-            ),
+            (_store_subjects(entries, reviewers, callers),),
         ),
         _point("30(1)(d)", "Recipients", "Who the evidence is disclosed to.", (d["recipients"],)),
         _point(
@@ -383,33 +396,13 @@ def _store_section(store: Store, cards: list[SystemCard], size: int) -> Section:
             "30(1)(f)",
             "Retention and erasure",
             "How long entries are kept, and how a person's data is erased.",
-            (
-                (
-                    collected(
-                        "Erasure by crypto-shredding",
-                        entries + [e.entry for e in done] or keys,
-                        *erasure_blocks,
-                    ),
-                    None,
-                ),
-            ),
+            (_store_erasure(entries, erasures(store, size), keys),),
         ),
         _point(
             "30(1)(g)",
             "Security measures (Art 32)",
             "Integrity, confidentiality and accountability of the store.",
-            (
-                d["security_measures"],
-                (
-                    collected(
-                        "Signed, append-only log",
-                        keys,
-                        security,
-                        Table(("key", "event", "date", "entry"), key_rows),
-                    ),
-                    None,
-                ),
-            ),
+            (d["security_measures"], _store_security(keys, size)),
         ),
     )
     return Section("Processing activity: the evidence store", points)
@@ -466,11 +459,14 @@ def _datasets_point(store: Store, version: CardVersion, size: int) -> Point:
     card = version.card
     items: list[Item] = []
     gaps: list[Gap] = []
-    for key, label in (("dataSubjects", "data_subjects"), ("personalData", "personal_data")):
+    for key, label in (
+        ("gdpr.dataSubjects", "data_subjects"),
+        ("gdpr.personalData", "personal_data"),
+    ):
         item, gap = _texts(
             label.replace("_", " ").capitalize(),
             getattr(card.gdpr, label),
-            f"{label.replace('_', ' ')} not declared;",
+            f"the categories of {label.replace('_', ' ')} are",
             key,
         )
         items += [item] if item else []
@@ -615,12 +611,12 @@ def _risks_point(store: Store, card: SystemCard, size: int) -> Point:
 
 def _safeguards_point(store: Store, card: SystemCard, served: list[Served], size: int) -> Point:
     asks = "Art 35(7)(d): measures, safeguards and means of showing compliance."
-    parts: list[tuple[Item | None, Gap | None]] = [
+    parts: list[Part] = [
         _texts(
             "Security measures",
             card.gdpr.security_measures,
             "security measures are",
-            "securityMeasures",
+            "gdpr.securityMeasures",
         ),
         _security_item(served),
     ]
@@ -659,21 +655,13 @@ def _safeguards_point(store: Store, card: SystemCard, served: list[Served], size
     return _point("35(7)(d)", "Safeguards", asks, parts)
 
 
-def build_dpia_inputs(
-    store: Store, system_id: str, *, at: int | None = None, now: datetime | None = None
-) -> Document:
-    """The Art 35(7) facts the log holds for one system, and gaps for what it lacks."""
-    cp = checkpoint_ref(store, at)
-    versions = history(store, system_id, cp.size)
-    card = versions[-1].card
-    g: Gdpr = card.gdpr
-    served = served_batches(store, model_digests(versions), cp.size)
-    risk = None
+def _description_point(card: SystemCard) -> Point:
+    g = card.gdpr
+    risk: Part = (None, Gap("the AI Act risk class is not declared", _fill("risk")))
     if card.risk is not None:
-        risk = declared(
-            "AI Act risk class", Facts((("level", card.risk.level), ("grounds", card.risk.grounds)))
-        )
-    description = _point(
+        levels = Facts((("level", card.risk.level), ("grounds", card.risk.grounds)))
+        risk = (declared("AI Act risk class", levels), None)
+    return _point(
         "35(7)(a)",
         "Description and purposes",
         "A systematic description of the processing and its purposes (legitimate interest too).",
@@ -684,25 +672,18 @@ def build_dpia_inputs(
                 "the intended purpose is",
                 "intendedPurpose",
             ),
-            _texts("Purposes of the processing", g.purposes, "the purposes are", "purposes"),
-            _texts("Legal basis", (g.legal_basis or "",), "the legal basis is", "legalBasis"),
-            (
-                risk,
-                None
-                if risk
-                else Gap("the AI Act risk class is not declared", "add `risk` to the card"),
-            ),
-            _texts("Recipients", g.recipients, "the recipients are", "recipients"),
-            _texts("Transfers", (g.transfers or "",), "transfers (or none) are", "transfers"),
+            _texts("Purposes of the processing", g.purposes, "the purposes are", "gdpr.purposes"),
+            _texts("Legal basis", (g.legal_basis or "",), "the legal basis is", "gdpr.legalBasis"),
+            risk,
+            _texts("Recipients", g.recipients, "the recipients are", "gdpr.recipients"),
+            _texts("Transfers", (g.transfers or "",), "transfers (or none) are", "gdpr.transfers"),
         ),
     )
-    retention = _point(
-        "35(7)(a)-retention",
-        "Retention",
-        "How long the data is kept.",
-        (_retention_item(store, served, cp.size),),
-    )
-    necessity = _point(
+
+
+def _necessity_point(g: Gdpr) -> Point:
+    """Only a person can assess necessity: the card names the DPIA document that does."""
+    return _point(
         "35(7)(b)",
         "Necessity and proportionality",
         "An assessment of the necessity and proportionality of the processing.",
@@ -711,21 +692,35 @@ def build_dpia_inputs(
                 "DPIA document",
                 (g.dpia_reference or "",),
                 "the necessity and proportionality assessment (a DPIA document) is",
-                "dpiaReference",
+                "gdpr.dpiaReference",
             ),
         ),
     )
+
+
+def build_dpia_inputs(
+    store: Store, system_id: str, *, at: int | None = None, now: datetime | None = None
+) -> Document:
+    """The Art 35(7) facts the log holds for one system, and gaps for what it lacks."""
+    cp = checkpoint_ref(store, at)
+    versions = history(store, system_id, cp.size)
+    card = versions[-1].card
+    served = served_batches(store, model_digests(versions), cp.size)
+    retention = _point(
+        "35(7)(a)-retention",
+        "Retention",
+        "How long the data is kept.",
+        (_retention_item(store, served, cp.size),),
+    )
+    processing = (
+        _description_point(card),
+        _datasets_point(store, versions[-1], cp.size),
+        _scale_point(served),
+        retention,
+    )
     sections = (
-        Section(
-            "The processing",
-            (
-                description,
-                _datasets_point(store, versions[-1], cp.size),
-                _scale_point(served),
-                retention,
-            ),
-        ),
-        Section("Assessment", (necessity, _risks_point(store, card, cp.size))),
+        Section("The processing", processing),
+        Section("Assessment", (_necessity_point(card.gdpr), _risks_point(store, card, cp.size))),
         Section("Measures", (_safeguards_point(store, card, served, cp.size),)),
     )
     return Document(

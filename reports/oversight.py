@@ -540,57 +540,71 @@ def _stops_point(period: Period) -> Point:
     )
 
 
+@dataclass(frozen=True)
+class Reviewer:
+    """One reviewer's acts in the period and the attestations that bear on them."""
+
+    pseudonym: str
+    events: list[Event]
+    valid: list[Attestation]  # attestations whose window overlaps the period
+    outside: list[Event]  # acts no attestation of theirs covered at the time
+
+    def row(self) -> tuple[str, str, str, str]:
+        trainings = "; ".join(
+            f"{a.predicate.training} ({day(a.valid_from)} to {day(a.valid_until)})"
+            for a in self.valid
+        )
+        covered = f"{len(self.outside)} outside" if self.outside else "all"
+        return (
+            self.pseudonym,
+            str(len(self.events)),
+            trainings or "none valid in the period",
+            covered,
+        )
+
+
+def _reviewers(store: Store, period: Period) -> list[Reviewer]:
+    """Every reviewer who acted, busiest first."""
+    held = _attestations(store, period.system_id, period.size)
+    by_reviewer: dict[str, list[Event]] = {}
+    for e in period.events:
+        by_reviewer.setdefault(e.predicate.reviewer, []).append(e)
+    out = []
+    for pseudonym, events in by_reviewer.items():
+        mine = held.get(pseudonym, [])
+        valid = [a for a in mine if a.valid_from < period.end and a.valid_until > period.start]
+        outside = [e for e in events if not any(a.covers(e.at) for a in mine)]
+        out.append(Reviewer(pseudonym, events, valid, outside))
+    return sorted(out, key=lambda r: (-len(r.events), r.pseudonym))
+
+
 def _coverage_point(store: Store, period: Period) -> Point:
     asks = "Art 26(2): oversight assigned to people with the competence, training and authority."
     if not period.events:
         gap = Gap("no reviewer acted in the period", "log reviewers' acts: annex oversight record")
         return Point("26-2", "Reviewers and their training", asks, gaps=(gap,))
-    held = _attestations(store, period.system_id, period.size)
-    by_reviewer: dict[str, list[Event]] = {}
-    for e in period.events:
-        by_reviewer.setdefault(e.predicate.reviewer, []).append(e)
-    rows: list[tuple[str, ...]] = []
-    uncovered: list[str] = []
-    used: list[Entry] = []
-    for reviewer in sorted(by_reviewer, key=lambda r: (-len(by_reviewer[r]), r)):
-        events = by_reviewer[reviewer]
-        mine = held.get(reviewer, [])
-        valid = [a for a in mine if a.valid_from < period.end and a.valid_until > period.start]
-        used += [a.entry for a in valid]
-        outside = [e for e in events if not any(a.covers(e.at) for a in mine)]
-        if outside:
-            uncovered.append(reviewer)
-        trainings = (
-            "; ".join(
-                f"{a.predicate.training} ({day(a.valid_from)} to {day(a.valid_until)})"
-                for a in valid
-            )
-            or "none valid in the period"
-        )
-        rows.append(
-            (reviewer, str(len(events)), trainings, f"{len(outside)} outside" if outside else "all")
-        )
-    note = (
-        None
-        if len(rows) <= MAX_ROWS
-        else f"first {MAX_ROWS} of {len(rows)} reviewers, busiest first"
-    )
+    reviewers = _reviewers(store, period)
+    uncovered = [r.pseudonym for r in reviewers if r.outside]
+    note = None
+    if len(reviewers) > MAX_ROWS:
+        note = f"first {MAX_ROWS} of {len(reviewers)} reviewers, busiest first"
     table = Table(
         ("reviewer (pseudonym)", "events", "training attested", "events covered"),
-        tuple(rows[:MAX_ROWS]),
+        tuple(r.row() for r in reviewers[:MAX_ROWS]),
         note=note,
     )
     facts = Facts(
         (
-            ("reviewers active", str(len(by_reviewer))),
-            ("events per reviewer (mean)", f"{len(period.events) / len(by_reviewer):.1f}"),
+            ("reviewers active", str(len(reviewers))),
+            ("events per reviewer (mean)", f"{len(period.events) / len(reviewers):.1f}"),
             (
                 "reviewers with every event under a valid attestation",
-                str(len(by_reviewer) - len(uncovered)),
+                str(len(reviewers) - len(uncovered)),
             ),
         )
     )
-    item = collected("Reviewer coverage", [e.entry for e in period.events] + used, facts, table)
+    cited = [e.entry for e in period.events] + [a.entry for r in reviewers for a in r.valid]
+    item = collected("Reviewer coverage", cited, facts, table)
     gaps: tuple[Gap, ...] = ()
     if uncovered:
         gaps = (

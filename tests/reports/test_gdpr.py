@@ -150,6 +150,9 @@ def test_dpia_inputs_name_missing_datasheet_fields_and_gdpr_gaps(rig: Rig) -> No
     assert "the necessity and proportionality assessment" in gaps
     assert "no inference batch in the log served" in gaps
     assert "no oversight event logged for the system" in gaps
+    assert "the categories of data subjects are not declared" in gaps
+    fills = " | ".join(g.fill for _, g in doc.gaps())
+    assert "add `gdpr.dpiaReference` to the system card" in fills
     data = point(section(doc, "The processing"), "35(7)(a)-data")
     assert blocks(data, Table)[0].rows == (
         ("loan-notes", "not declared", "not declared", "not declared"),
