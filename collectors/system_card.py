@@ -132,14 +132,26 @@ def _model(
     if path is not None and not path.is_dir():
         raise InputError(f"{where}.path: {path} is not a model directory")
     digest = ref.digest or build_manifest(path, cache=cache, progress=progress).digest  # type: ignore[arg-type]
-    page = store.query(predicate_type=MODEL_MANIFEST, subject_digest=f"sha256:{digest}", limit=1000)
     return ResolvedComponent(
         role=role,
         name=ref.name,
         digest=digest,
         path=None if path is None else str(path),
-        entry=page[-1].index if page else None,
+        entry=_manifest_entry(store, digest),
     )
+
+
+def _manifest_entry(store: Store, digest: str) -> int | None:
+    """The newest manifest entry of exactly these files (an adapter's entry also names its
+    base as a second subject: that is not the base's manifest)."""
+    found: int | None = None
+    after: int | None = None
+    while page := store.query(
+        predicate_type=MODEL_MANIFEST, subject_digest=f"sha256:{digest}", after=after, limit=500
+    ):
+        found = next((e.index for e in reversed(page) if e.subjects[0].digest == digest), found)
+        after = page[-1].index
+    return found
 
 
 def card_statement(

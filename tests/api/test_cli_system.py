@@ -63,6 +63,19 @@ def test_the_example_card_is_recorded_once_with_its_components(
     assert log_size(fresh) == template.size + 2
 
 
+def test_each_component_resolves_to_its_own_manifest_not_one_naming_it(
+    annex: Annex, template: Template, tmp_path: Path
+) -> None:
+    card = card_file(tmp_path)
+    base, adapter = tmp_path / "models" / "tiny-base", tmp_path / "models" / "loan-lora"
+    assert annex.fast("collect", "model", base, "--name", "tiny-base").code == 0
+    bound = annex.fast("collect", "model", adapter, "--base", base)
+    assert bound.code == 0, bound.err  # this entry names the base as its second subject
+    got = annex.fast("system", "add", card, "--json").json()
+    entries = {c["role"]: c["entry"] for c in got["components"]}
+    assert entries == {"base-model": template.size, "adapter": template.size + 1, "dataset": None}
+
+
 def test_a_new_version_is_a_new_entry_and_a_changed_card_needs_one(
     annex: Annex, fresh: Path, template: Template, tmp_path: Path
 ) -> None:
