@@ -24,9 +24,11 @@ from api.cli_oversight import reviewer_pseudonyms
 from api.cli_sign import sign_release
 from api.demo_data import (
     DATASET_NAME,
+    DEMO_SYSTEM,
     write_dataset,
     write_inference_log,
     write_oversight_feed,
+    write_system_card,
 )
 from api.demo_model import (
     ADAPTER_NAME,
@@ -46,6 +48,7 @@ from collectors.inference_proof import prove_line, read_content
 from collectors.models import BaseRef, collect_model
 from collectors.nvml import load_pynvml
 from collectors.oversight import ingest_feed
+from collectors.system_card import card_statement, read_card, resolve_components
 from collectors.training import RunFacts, resolve_dataset, resolve_manifest, training_run
 from evidence.blobs import BlobStore
 from evidence.dsse import Envelope
@@ -56,6 +59,7 @@ from evidence.note import TlogProof
 from evidence.store import Store
 from evidence.vault import Vault
 from evidence.verify import verify_entry, verify_log
+from reports.document import Coverage
 from reports.gate import Verdict, run_gate
 from reports.policy import default_requirement, parse_policy, requirement_of
 from schemas.gpu import SiteLabels
@@ -126,6 +130,7 @@ def run(path: Path, say: Say | None, *, site: SiteLabels | None = None) -> dict[
     erasure = _inference_and_oversight(home, path / "logs", tell)
     evaluated = _evaluate(home, path / "models", tell)
     passed, failed = _gates(home, adapter, base, tell)
+    dossiers = _reports(home, path, base=base, adapter=adapter, tell=tell)
     with home.open_store() as store:
         exported = _export(store, path / "exports", index=release.index)
     tell(f"exported the adapter's release (entry {release.index}) with its proof")
@@ -148,6 +153,7 @@ def run(path: Path, say: Say | None, *, site: SiteLabels | None = None) -> dict[
         "gate": {"passed": passed.to_json(), "failed": failed.to_json()},
         "erasure": erasure,
         "eval": evaluated,
+        "reports": dossiers,
         "exported_envelope": str(exported.envelope_path),
         "exported_proof": str(exported.proof_path),
         "checkpoint": log.latest_checkpoint,
@@ -301,6 +307,54 @@ def _gates(home: Home, adapter: Path, base: Path, tell: Say) -> tuple[Verdict, V
     return passed, failed
 
 
+def _reports(home: Home, path: Path, *, base: Path, adapter: Path, tell: Say) -> dict[str, Any]:
+    """The demo system's card, then its Annex IV dossier and a week of oversight, verified."""
+    from reports.annex_iv import build_annex_iv
+    from reports.bundle import verify_dossier
+    from reports.dossier import issue
+    from reports.oversight import build_oversight
+
+    card = write_system_card(
+        path / "system-card.yaml", base=base, adapter=adapter, dataset=path / "data" / DATASET_NAME
+    )
+    loaded = read_card(card)
+    out = path / "reports"
+    out.mkdir(exist_ok=True)
+    trust_json = home.trust_path.read_bytes()
+    today = utc_now().replace(hour=0, minute=0, second=0, microsecond=0)
+    with home.open_store(write=True) as store:
+        components = resolve_components(loaded, store)
+        card_index = store.append(
+            [card_statement(loaded, components, previous_entry=None)]
+        ).first_index
+        tell(f"system {DEMO_SYSTEM}: card {card.name} logged at entry {card_index}")
+        dossier = issue(
+            store, build_annex_iv(store, DEMO_SYSTEM), out / "annex-iv.pdf", trust_json=trust_json
+        )
+        week = build_oversight(
+            store, DEMO_SYSTEM, today - timedelta(days=6), today + timedelta(days=1)
+        )
+        oversight = issue(store, week, out / "oversight.pdf", trust_json=trust_json)
+    c = dossier.coverage
+    tell(
+        f"Annex IV dossier {dossier.pdf.name}: {c[Coverage.COMPLETE]} points complete, "
+        f"{c[Coverage.PARTIAL]} partial, {c[Coverage.MISSING]} missing, {dossier.gaps} gaps "
+        f"listed; {dossier.citations} entries cited; logged at entry {dossier.index}"
+    )
+    tell(f"oversight report {oversight.pdf.name}: logged at entry {oversight.index}")
+    checked = verify_dossier(
+        dossier.pdf, trust=home.trust(), beside=dossier.bundle, receipt=dossier.receipt
+    )
+    tell(
+        f"offline check of {dossier.pdf.name}: ok ({checked.entries_checked} cited entries proven)"
+    )
+    return {
+        "annex_iv": dossier.to_json(),
+        "oversight": oversight.to_json(),
+        "card_entry": card_index,
+    }
+
+
 def _next_steps(path: Path, adapter: Path, exported: Exported, tell: Say) -> None:
     tell("")
     tell("try next:")
@@ -310,6 +364,10 @@ def _next_steps(path: Path, adapter: Path, exported: Exported, tell: Say) -> Non
         f"  annex verify-entry {exported.envelope_path} {exported.proof_path} "
         f"--trust {path / 'trust.json'}"
     )
+    tell(
+        f"  annex verify-dossier {path / 'reports' / 'annex-iv.pdf'} --trust {path / 'trust.json'}"
+    )
+    tell(f"  annex report annex-iv --system {DEMO_SYSTEM} -o dossier.pdf --home {path}")
 
 
 @dataclass(frozen=True)

@@ -1013,7 +1013,7 @@ def test_keys_export_public_trust_and_bad_format(template: Template, annex: Anne
 def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) -> None:
     """README quick start: `annex demo` in the current directory; a second run replaces it."""
     evals = find_spec("lm_eval") is not None  # with the eval extra, a real lm-eval run
-    size = 17 if evals else 16
+    size = 20 if evals else 19  # the last three: the system card and two reports
     run = annex_at(tmp_path / "unused")
     first = run("demo")
     assert first.code == 0, first
@@ -1036,6 +1036,12 @@ def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) ->
         "gate on annex-demo-lora (signed, lineage recorded): PASS",
         "gate on annex-demo-base with one byte of model.safetensors changed: FAIL",
         "changed model.safetensors",
+        f"system annex-demo: card system-card.yaml logged at entry {size - 3}",
+        "Annex IV dossier annex-iv.pdf: ",
+        f"entries cited; logged at entry {size - 2}",
+        f"oversight report oversight.pdf: logged at entry {size - 1}",
+        "offline check of annex-iv.pdf: ok (",
+        "annex verify-dossier",
         f"offline check of entry 8: ok (tree size {size})",
         f"full verification: {size} entries",
         "annex verify-entry",
@@ -1052,6 +1058,9 @@ def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) ->
     assert summary["gate"]["failed"]["passed"] is False
     assert summary["erasure"] == {"batch": 10, "receipt": 14, "content_readable": False}
     assert summary["eval"]["run"] is evals
+    dossier = summary["reports"]["annex_iv"]
+    assert dossier["index"] == size - 2 and dossier["gaps"] > 0
+    assert Path(dossier["pdf"]).is_file() and Path(dossier["receipt"]).is_file()
     if evals:
         assert 0.0 <= summary["eval"]["accuracy"] <= 1.0
         shown = run.fast("show", str(summary["eval"]["index"]), "--home", home, "--json").json()
