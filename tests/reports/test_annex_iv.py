@@ -231,3 +231,14 @@ def test_evidence_of_another_system_is_left_out(rig: AnnexRig) -> None:
     doc = build_annex_iv(rig.store, SYSTEM, now=NOW)
     assert other_event not in {c.index for c in doc.citations()}
     assert other_event < doc.checkpoint.size
+
+
+def test_a_component_the_log_does_not_hold_is_a_gap(rig: AnnexRig) -> None:
+    logged = populate(rig)
+    doc = rig.card_doc(version="2.0.0")
+    doc["components"]["adapters"] = [{"name": "ghost", "digest": "ef" * 32}]
+    rig.add_card(doc, previous=logged.card)
+    report = build_annex_iv(rig.store, SYSTEM, now=NOW)
+    assert "adapter ghost (sha256 efefefefefef" in gap_text(point(report, "2(a)"))
+    assert "adapter ghost" in gap_text(point(report, "2(g)"))
+    assert logged.chain.adapter not in cited(point(report, "2(a)"))
