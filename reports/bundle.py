@@ -8,7 +8,7 @@ associated file and written beside it (reports/dossier.py issues the files).
 
 `verify_dossier` re-checks all of it with public keys only: the checkpoint's signatures, each
 envelope's signature and inclusion proof, that each citation names the bundled entry's leaf hash,
-and that every citation printed in the PDF's text is in the bundle (and the other way round).
+and that every citation printed in the PDF's text is in the bundle, whose count the PDF states.
 Optionally: the copy beside the PDF is byte-identical, a logged receipt names the PDF's SHA-256,
 and a PAdES signature on the PDF is intact. Any failure raises `VerificationError` naming it.
 
@@ -47,6 +47,9 @@ from schemas.trust import TrustFile
 
 FORMAT = "annex-evidence-bundle/v1"
 _CITED = re.compile(r"#(\d+)\s+([0-9a-f]{12})\b")
+# The cover page's count of cited entries: items print only their newest citations, so this is
+# how the text commits to the bundle's full list.
+_STATED = re.compile(r"Entries cited\s+([\d,]+)")
 
 
 class _Model(BaseModel):
@@ -293,7 +296,8 @@ def _check_entry(entry: BundleEntry, bundle: Bundle, trust: TrustIndex) -> tuple
 
 
 def _check_citations(bundle: Bundle, leaves: dict[int, str], text: str) -> int:
-    """Listed citations resolve to bundled leaves; printed citations are exactly those."""
+    """Listed citations resolve to bundled leaves; printed ones are among them, and the count the
+    PDF states is the bundle's."""
     listed = {c.index: c.digest for c in bundle.document.citations}
     for index, digest in listed.items():
         if index not in leaves:
@@ -316,12 +320,12 @@ def _check_citations(bundle: Bundle, leaves: dict[int, str], text: str) -> int:
                 f"the PDF cites entry #{index} as {prefix}, the bundle as {listed[index][:12]}",
                 index=index,
             )
-    missing = sorted(set(listed) - {i for i, _ in printed})
-    if missing:
+    stated = _STATED.search(text)
+    if stated is None:
+        raise VerificationError("the PDF does not state how many entries it cites")
+    if int(stated.group(1).replace(",", "")) != len(listed):
         raise VerificationError(
-            f"the bundle lists citations the PDF does not print: #{missing[0]}"
-            + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""),
-            index=missing[0],
+            f"the PDF says it cites {stated.group(1)} entries, the bundle lists {len(listed)}"
         )
     return len(printed)
 

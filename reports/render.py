@@ -34,7 +34,7 @@ from markupsafe import Markup
 
 from evidence.errors import InputError
 from reports.charts import chart_svg
-from reports.document import Chart, Document, Facts, Paragraph, Table
+from reports.document import Chart, Citation, Document, Facts, Paragraph, Table
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 BUNDLE_NAME = "evidence-bundle.json"
@@ -106,11 +106,49 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+# An item prints at most this many of its citations (the newest) and Appendix A lists every
+# citation only up to APPENDIX_ROWS: WeasyPrint lays out long tables slowly (10,000 rows take
+# about a minute and a GiB), so past these the PDF summarises and the bundle holds the full list.
+CITE_ROWS = 8
+APPENDIX_ROWS = 400
+
+
+@dataclass(frozen=True)
+class KindSummary:
+    kind: str
+    count: int
+    first: int
+    last: int
+
+
+def _by_kind(citations: tuple[Citation, ...]) -> list[KindSummary]:
+    kinds: dict[str, list[int]] = {}
+    for c in citations:
+        kinds.setdefault(c.kind, []).append(c.index)
+    return [KindSummary(k, len(v), min(v), max(v)) for k, v in sorted(kinds.items())]
+
+
+def _printed(doc: Document) -> tuple[Citation, ...]:
+    """The citations the item tables print, in index order."""
+    found: dict[int, Citation] = {}
+    for point in doc.points():
+        for item in point.items:
+            for c in item.citations[-CITE_ROWS:]:
+                found.setdefault(c.index, c)
+    return tuple(found[i] for i in sorted(found))
+
+
 def render_html(doc: Document) -> str:
     """The document as one self-contained HTML page (stylesheet and charts inlined)."""
     coverage = doc.coverage()
     template = _environment().get_template("document.html.j2")
+    citations = doc.citations()
+    listed = citations if len(citations) <= APPENDIX_ROWS else _printed(doc)
     return template.render(
+        cite_rows=CITE_ROWS,
+        appendix=listed,
+        appendix_complete=len(listed) == len(citations),
+        kinds=_by_kind(citations),
         doc=doc,
         css=Markup((TEMPLATES / "document.css").read_text()),
         kind_label=_KIND_LABELS.get(doc.kind, doc.kind),

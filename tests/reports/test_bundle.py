@@ -6,7 +6,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -14,10 +14,12 @@ import pytest
 from evidence.canonical import canonical_bytes
 from evidence.errors import InputError, VerificationError
 from evidence.home import Home
+from reports import render
 from reports.bundle import FORMAT, build_bundle, verify_dossier
 from reports.document import Citation, Document, Item, Point, Section, Source
 from reports.render import BUNDLE_NAME, Attachment, render_pdf
-from tests.reports.test_render import make_document
+from tests.conftest import statement
+from tests.reports.test_render import checkpoint_ref, make_document, pdf_text
 
 
 @dataclass(frozen=True)
@@ -198,4 +200,54 @@ def test_a_pdf_without_a_bundle_fails(dossier: Dossier, tmp_path: Path) -> None:
     pdf = tmp_path / "bare.pdf"
     render_pdf(dossier.doc, pdf)
     with pytest.raises(VerificationError, match=f"0 attachments named {BUNDLE_NAME}"):
+        verify_dossier(pdf, trust=dossier.home.trust())
+
+
+def _many(store_home: Home, count: int) -> Document:
+    """A document one of whose items cites `count` entries."""
+    with store_home.open_store(write=True) as store:
+        base = make_document(store)
+        first = store.append([statement(500 + i, kind="oversight-event") for i in range(count)])
+        entries = store.query(after=first.first_index - 1, limit=count)
+        checkpoint = checkpoint_ref(store)
+    item = Item(Source.COLLECTED, "Oversight events", (), tuple(Citation.of(e) for e in entries))
+    point = Point("2(e)", "Oversight", "Art 14.", (item,))
+    return replace(
+        base, sections=(*base.sections, Section("Many", (point,))), checkpoint=checkpoint
+    )
+
+
+def test_long_citation_lists_print_the_newest_and_count_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = Home(tmp_path / "annex")
+    home.init("test.example/log")
+    doc = _many(home, 30)
+    monkeypatch.setattr(render, "APPENDIX_ROWS", 10)
+    with home.open_store() as store:
+        bundle = build_bundle(store, doc, home.trust_path.read_bytes())
+    pdf = tmp_path / "dossier.pdf"
+    render_pdf(doc, pdf, attachments=[Attachment(BUNDLE_NAME, bundle)])
+    text = pdf_text(pdf)
+    cited = doc.citations()
+    many = [c for c in cited if c.kind == "oversight-event"]
+    assert f"#{many[-1].index} {many[-1].digest[:12]}" in " ".join(text.split())
+    assert f"#{many[0].index} {many[0].digest[:12]}" not in " ".join(text.split())
+    assert f"The newest {render.CITE_ROWS} of 30 entries cited here" in " ".join(text.split())
+    assert "oversight-event 30" in " ".join(text.split())
+    report = verify_dossier(pdf, trust=home.trust())
+    assert report.entries_checked == len(cited)
+    assert report.citations_in_text < len(cited)
+
+
+def test_a_pdf_stating_another_count_than_its_bundle_fails(
+    dossier: Dossier, tmp_path: Path
+) -> None:
+    with dossier.home.open_store() as store:  # the bundle of the whole document
+        bundle = build_bundle(store, dossier.doc, dossier.home.trust_path.read_bytes())
+    fewer = replace(dossier.doc, sections=dossier.doc.sections[:1])
+    assert len(fewer.citations()) < len(dossier.doc.citations())
+    pdf = tmp_path / "dossier.pdf"
+    render_pdf(fewer, pdf, attachments=[Attachment(BUNDLE_NAME, bundle)])
+    with pytest.raises(VerificationError, match=r"the PDF says it cites .* the bundle lists"):
         verify_dossier(pdf, trust=dossier.home.trust())
