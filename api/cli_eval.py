@@ -9,7 +9,13 @@ import typer
 
 from api.cli_base import HomeOpt, JsonOpt, app, command, open_home
 from api.output import print_json, stdout
-from collectors.evals import EvalOutcome, bundled_tasks, import_results, run_eval
+from collectors.evals import (
+    EvalOutcome,
+    bundled_tasks,
+    import_results,
+    require_backend,
+    run_eval,
+)
 from evidence.blobs import BlobStore
 from evidence.errors import InputError
 
@@ -41,6 +47,9 @@ def eval_run_command(
     dtype: Annotated[
         str, typer.Option("--dtype", help="auto (the model's own), float32, bfloat16, float16.")
     ] = "auto",
+    backend: Annotated[
+        str, typer.Option("--backend", help="lm-eval backend: hf (transformers) or vllm.")
+    ] = "hf",
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -54,6 +63,7 @@ def eval_run_command(
         raise InputError(f"--dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     if limit is not None and limit <= 0:
         raise InputError(f"--limit {limit}: must be above 0")
+    require_backend(backend)  # before the store is opened: vllm missing fails at once
     target = open_home(home)
     with target.open_store(write=True) as store:  # opened first: a missing key fails fast
         outcome = run_eval(
@@ -66,9 +76,9 @@ def eval_run_command(
             num_fewshot=num_fewshot,
             batch_size=batch_size,
             dtype=dtype,
+            backend=backend,
         )
-        if outcome.samples:
-            BlobStore(target.path / "blobs").put(outcome.samples)
+        _keep_samples(target.path, outcome)
         index = store.append([outcome.statement], labels=[f"eval {model.name}"]).first_index
     _report(outcome, index, json_out)
 
@@ -77,13 +87,21 @@ def eval_run_command(
 def eval_import_command(
     results: Annotated[Path, typer.Argument(help="A results JSON written by lm-eval.")],
     model: Annotated[Path, typer.Option("--model", help="The model directory it evaluated.")],
+    adapter: Annotated[
+        Path | None, typer.Option("--adapter", help="The PEFT adapter it evaluated on the model.")
+    ] = None,
+    samples: Annotated[
+        Path | None,
+        typer.Option("--samples", help="lm-eval's samples_<task>_<date>.jsonl (--log_samples)."),
+    ] = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Log results lm-eval produced elsewhere, labelled imported, bound to this model's digest."""
     target = open_home(home)
     with target.open_store(write=True) as store:
-        outcome = import_results(results, model)
+        outcome = import_results(results, model, adapter_dir=adapter, samples_path=samples)
+        _keep_samples(target.path, outcome)
         index = store.append([outcome.statement], labels=[f"eval import {model.name}"]).first_index
     _report(outcome, index, json_out)
 
@@ -97,6 +115,12 @@ def eval_tasks_command(json_out: JsonOpt = False) -> None:
     else:
         for name in names:
             stdout.print(name)
+
+
+def _keep_samples(home_path: Path, outcome: EvalOutcome) -> None:
+    """The per-sample outputs into the content-addressed blob store, before the entry names them."""
+    if outcome.samples:
+        BlobStore(home_path / "blobs").put(outcome.samples)
 
 
 def _report(outcome: EvalOutcome, index: int, json_out: bool) -> None:
@@ -117,8 +141,12 @@ def _report(outcome: EvalOutcome, index: int, json_out: bool) -> None:
         for group, values in p.groups.get(task, {}).items():
             line = ", ".join(f"{k} {v:.4f}" for k, v in values.items() if k != "n")
             stdout.print(f"    group {group} (n={int(values.get('n', 0))}): {line}")
+    if p.missing:
+        stdout.print(f"  not given       {', '.join(p.missing)}")
     if p.duration_seconds is not None:
-        stdout.print(f"  duration        {p.duration_seconds:.1f} s on {p.device}")
+        stdout.print(
+            f"  duration        {p.duration_seconds:.1f} s on {p.device} ({p.backend or 'hf'})"
+        )
     if p.samples_digest:
         stdout.print(f"  samples blob    sha256:{p.samples_digest}")
     stdout.print(f"  entry           {index}")

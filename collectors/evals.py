@@ -9,10 +9,13 @@ extra (`annex[eval]`), imported only here and only when an eval runs.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import math
 import os
+import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -47,6 +50,9 @@ from schemas.model import Manifest
 BUNDLED_TASKS = Path(__file__).with_name("eval_tasks")
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 INSTALL_HINT = "install the eval extra: pip install 'annex[eval]' (torch first, see README)"
+BACKENDS = ("hf", "vllm")
+VLLM_HINT = "install vllm (pip install vllm, on a machine with a CUDA GPU) or use --backend hf"
+GIT_NOISE = "fatal: not a git repository"
 
 
 @dataclass(frozen=True)
@@ -89,18 +95,20 @@ def run_eval(
     num_fewshot: int | None = None,
     batch_size: int = 1,
     dtype: str = "auto",
+    backend: str = "hf",
     now: datetime | None = None,
 ) -> EvalOutcome:
     """Evaluates `model_dir` (with `adapter_dir`) on `tasks`, bound to their manifest digests."""
     if not tasks:
         raise InputError("--tasks: name at least one task")
+    require_backend(backend)
     lm_eval, task_manager_class = _lm_eval()
     before = _manifest(model_dir, "--model")
     adapter_before = None if adapter_dir is None else _manifest(adapter_dir, "--adapter")
     nvml = load_pynvml()
     energy_start = read_counters(nvml)
     started = time.monotonic()
-    with _task_folder(tasks_dir) as include, _offline():
+    with _task_folder(tasks_dir) as include, _offline(), quiet_subprocess_stderr():
         manager = task_manager_class(include_path=str(include), include_defaults=False)
         unknown = [t for t in tasks if t not in manager.all_tasks]
         if unknown:
@@ -108,8 +116,8 @@ def run_eval(
             raise InputError(f"--tasks: unknown task(s) {', '.join(unknown)}; known: {known}")
         try:
             raw = lm_eval.simple_evaluate(
-                model="hf",
-                model_args=_model_args(model_dir, adapter_dir, dtype),
+                model=backend,
+                model_args=model_args(backend, model_dir, adapter_dir, dtype),
                 tasks=list(tasks),
                 task_manager=manager,
                 device=device,
@@ -139,6 +147,7 @@ def run_eval(
         else EvaluatedModel(name=adapter_dir.name, manifest_digest=adapter_before.digest),
         now=now,
         extra={
+            "backend": backend,
             "gpu": gpu_seen(),
             "durationSeconds": round(duration, 3),
             "energyJoules": energy.joules,
@@ -150,9 +159,76 @@ def run_eval(
     return EvalOutcome(predicate, eval_statement(predicate), samples)
 
 
-def _model_args(model_dir: Path, adapter_dir: Path | None, dtype: str) -> str:
+def require_backend(backend: str) -> None:
+    """Refuses an unknown backend, or vllm where it is not installed, before any work is done."""
+    if backend not in BACKENDS:
+        raise InputError(f"--backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError(f"--backend vllm: vllm is not installed: {VLLM_HINT}")
+
+
+def model_args(backend: str, model_dir: Path, adapter_dir: Path | None, dtype: str) -> str:
+    """lm-eval's model_args string for `backend` (names as in lm_eval/models/*.py).
+
+    hf loads an adapter through PEFT (`peft=`); vLLM serves it as a LoRA (`enable_lora`,
+    `lora_local_path`), with the rank raised to the adapter's own when its config gives one.
+    """
     args = f"pretrained={model_dir.resolve()},dtype={dtype}"
-    return args if adapter_dir is None else f"{args},peft={adapter_dir.resolve()}"
+    if adapter_dir is None:
+        return args
+    if backend == "hf":
+        return f"{args},peft={adapter_dir.resolve()}"
+    lora = f"{args},enable_lora=True,lora_local_path={adapter_dir.resolve()}"
+    rank = _lora_rank(adapter_dir)
+    return lora if rank is None or rank <= 16 else f"{lora},max_lora_rank={rank}"
+
+
+def _lora_rank(adapter_dir: Path) -> int | None:
+    try:
+        config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    rank = config.get("r") if isinstance(config, dict) else None
+    return rank if isinstance(rank, int) and not isinstance(rank, bool) else None
+
+
+@contextmanager
+def quiet_subprocess_stderr() -> Iterator[None]:
+    """Child processes' stderr (lm-eval's `git describe`) kept apart, Python's own left alone.
+
+    lm-eval asks git for a commit hash and git prints "fatal: not a git repository" outside a
+    repository. File descriptor 2 goes to a temporary file while lm-eval runs; Python's
+    sys.stderr keeps writing to the terminal (progress bars stay), and whatever else landed in
+    the file is written back afterwards, less git's complaint.
+    """
+    try:
+        sys.stderr.flush()
+        own = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        own = False  # a captured stderr (tests, CliRunner) does not write to descriptor 2
+    saved = os.dup(2)
+    original = sys.stderr
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        if own:
+            sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, errors="replace")
+        try:
+            yield
+        finally:
+            if own:
+                sys.stderr.close()
+                sys.stderr = original
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            kept = [
+                line
+                for line in sink.read().decode(errors="replace").splitlines(keepends=True)
+                if not line.startswith(GIT_NOISE)
+            ]
+            if kept:
+                original.write("".join(kept))
+                original.flush()
 
 
 def _unchanged(path: Path, before: Manifest) -> None:
@@ -236,20 +312,25 @@ def predicate_of(
     config = _mapping(raw, "config")
     results = {t: dict(m) for t, m in raw["results"].items()}
     configs = _mapping(raw, "configs")
-    versions = _mapping(raw, "versions")
+    versions_of_tasks = _mapping(raw, "versions")
+    versions = _versions(raw, origin)
     data = {
         "observedAt": rfc3339(now or utc_now()),
         "origin": origin,
         "model": model,
         "adapter": adapter,
-        "tasks": [_task(name, configs.get(name), versions.get(name)) for name in results],
+        "tasks": [_task(name, configs.get(name), versions_of_tasks.get(name)) for name in results],
         "nShot": {k: int(v) for k, v in (raw.get("n-shot") or {}).items()},
         "limit": config.get("limit"),
         "seeds": {k: config.get(k) for k in ("random_seed", "numpy_seed", "torch_seed")},
         "batchSize": None if config.get("batch_size") is None else str(config["batch_size"]),
         "dtype": None if config.get("model_dtype") is None else str(config["model_dtype"]),
         "device": config.get("device"),
-        "versions": _versions(raw),
+        "backend": config.get("model") if config.get("model") in BACKENDS else None,
+        "versions": versions,
+        "missing": tuple(
+            f"versions.{k}" for k, v in versions.model_dump(by_alias=True).items() if v is None
+        ),
         "results": _json_safe(results),
         **(extra or {}),
     }
@@ -298,19 +379,37 @@ def _data_files(config: Mapping[str, Any]) -> tuple[DataFile, ...]:
     return tuple(found)
 
 
-def _versions(raw: Mapping[str, Any]) -> Versions:
+def _versions(raw: Mapping[str, Any], origin: str) -> Versions:
+    """Versions as the results say; torch from this process for a run, from the file's env info
+    (`pretty_env_info`: "PyTorch version: 2.13.0+cu128") for an import."""
     torch_version = None
-    try:
-        import torch
+    if origin == "imported":
+        torch_version = torch_of_env_info(raw.get("pretty_env_info"))
+    else:
+        try:
+            import torch
 
-        torch_version = str(torch.__version__)
-    except ImportError:
-        pass
+            torch_version = str(torch.__version__)
+        except ImportError:
+            pass
     return Versions(
         lm_eval=raw.get("lm_eval_version"),
         transformers=raw.get("transformers_version"),
-        torch=torch_version if raw.get("lm_eval_version") else None,
+        torch=torch_version,
     )
+
+
+def _not_given(versions: Versions) -> tuple[str, ...]:
+    named = versions.model_dump(by_alias=True)
+    return tuple(f"versions.{key}" for key, value in named.items() if value is None)
+
+
+def torch_of_env_info(info: Any) -> str | None:
+    """The torch version named by lm-eval's `pretty_env_info` (torch's collect_env text)."""
+    if not isinstance(info, str):
+        return None
+    found = re.search(r"^PyTorch version:\s*(\S+)", info, flags=re.MULTILINE)
+    return found.group(1) if found and found.group(1) != "N/A" else None
 
 
 def _json_safe(value: Any) -> Any:
@@ -382,18 +481,81 @@ def gpu_seen() -> GpuSeen:
 
 
 def import_results(
-    results_path: Path, model_dir: Path, *, now: datetime | None = None
+    results_path: Path,
+    model_dir: Path,
+    *,
+    adapter_dir: Path | None = None,
+    samples_path: Path | None = None,
+    now: datetime | None = None,
 ) -> EvalOutcome:
-    """A results file written by lm-eval elsewhere, labelled imported, bound to `model_dir`."""
+    """A results file written by lm-eval elsewhere, labelled imported, bound to `model_dir`
+    (and `adapter_dir`). Per-sample outputs come from the file's `samples` (--log_samples
+    output inline) or from `samples_path` (lm-eval's samples_<task>_<date>.jsonl)."""
     raw = read_results(results_path)
     manifest = _manifest(model_dir, "--model")
+    adapter = None if adapter_dir is None else _manifest(adapter_dir, "--adapter")
+    per_task = {
+        task: [row for row in rows if isinstance(row, dict)]
+        for task, rows in _mapping(raw, "samples").items()
+        if isinstance(rows, list)
+    }
+    if samples_path is not None:
+        per_task = read_samples(samples_path, default_task=_only_task(raw))
+    samples = samples_jsonl(per_task)
+    extra: dict[str, Any] = {}
+    if samples:
+        extra = {
+            "samplesDigest": hashlib.sha256(samples).hexdigest(),
+            "groups": group_metrics(per_task),
+        }
     predicate = predicate_of(
         raw,
         origin="imported",
         model=EvaluatedModel(name=model_dir.name, manifest_digest=manifest.digest),
+        adapter=None
+        if adapter_dir is None or adapter is None
+        else EvaluatedModel(name=adapter_dir.name, manifest_digest=adapter.digest),
         now=now,
+        extra=extra,
     )
-    return EvalOutcome(predicate, eval_statement(predicate), b"")
+    return EvalOutcome(predicate, eval_statement(predicate), samples)
+
+
+def _only_task(raw: Mapping[str, Any]) -> str | None:
+    tasks = list(raw["results"])
+    return tasks[0] if len(tasks) == 1 else None
+
+
+def read_samples(path: Path, *, default_task: str | None) -> dict[str, list[dict[str, Any]]]:
+    """lm-eval's samples JSONL as {task: [sample, ...]}; InputError naming the bad line.
+
+    A line's task is its `task` field, else the results file's only task (lm-eval writes one
+    samples file per task, without the name in each line).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"--samples {path}: not readable: {exc}") from None
+    found: dict[str, list[dict[str, Any]]] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            sample = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--samples {path}: line {number}: not JSON: {exc.msg}") from None
+        if not isinstance(sample, dict):
+            raise InputError(f"--samples {path}: line {number}: not a JSON object")
+        task = sample.pop("task", None) or default_task
+        if not isinstance(task, str):
+            raise InputError(
+                f"--samples {path}: line {number}: no `task` field, and the results file "
+                "holds more than one task"
+            )
+        found.setdefault(task, []).append(sample)
+    if not found:
+        raise InputError(f"--samples {path}: no samples in the file")
+    return found
 
 
 def read_results(path: Path) -> dict[str, Any]:

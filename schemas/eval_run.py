@@ -6,6 +6,8 @@ model follows when an adapter was evaluated on it. `results` is lm-evaluation-ha
 dict as it writes it ({task: {"acc,none": 0.61, "acc_stderr,none": 0.02, ...}}), the shape the
 gate reads (schemas/policy.py, EvalRunContract). `origin` says whether Annex ran the eval or
 imported a results file produced elsewhere (then only what that file says is recorded).
+`backend` is lm-eval's model type (hf or vllm); `missing` lists fields a results file did not give
+(e.g. `versions.torch`), so a gap is visible in the log rather than guessed.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class EvalRunPredicate(_Frozen):
     batch_size: str | None = Field(default=None, alias="batchSize")
     dtype: str | None = None
     device: str | None = None
+    backend: Literal["hf", "vllm"] | None = None
     versions: Versions = Field(default_factory=Versions)
     results: dict[str, dict[str, Any]] = Field(min_length=1)
     groups: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
@@ -83,6 +86,7 @@ class EvalRunPredicate(_Frozen):
     energy_joules: float | None = Field(default=None, alias="energyJoules", ge=0)
     energy_note: str | None = Field(default=None, alias="energyNote")
     samples_digest: str | None = Field(default=None, alias="samplesDigest", pattern=_SHA256)
+    missing: tuple[str, ...] = ()
 
     def to_predicate(self) -> dict[str, Any]:
         data: dict[str, Any] = self.model_dump(mode="json", by_alias=True)

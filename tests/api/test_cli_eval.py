@@ -154,3 +154,35 @@ def test_bundled_tasks_are_listed(annex: Annex) -> None:
     done = annex.fast("eval", "tasks", "--json")
     assert done.code == 0
     assert "annex_mc" in done.json()["tasks"]
+
+
+def test_an_import_keeps_its_samples_as_a_blob(
+    annex: Annex, home: Home, model: Path, tmp_path: Path
+) -> None:
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(lm_eval_results(0.7)))
+    samples = tmp_path / "samples_hellaswag.jsonl"
+    row = {"doc": {"group": "g"}, "filter": "none", "metrics": ["acc"], "acc": 1.0}
+    samples.write_text(json.dumps(row) + "\n")
+    done = annex.fast("eval", "import", results, "--model", model, "--samples", samples, "--json")
+    assert done.code == 0, done.out + done.err
+    predicate = done.json()["statement"]["predicate"]
+    assert BlobStore(home.path / "blobs").has(predicate["samplesDigest"])
+    assert predicate["groups"]["hellaswag"]["g"]["n"] == 1.0
+    samples.write_text("not json\n")
+    before = log_size(home.path)
+    bad = annex.fast("eval", "import", results, "--model", model, "--samples", samples)
+    assert bad.code == 2 and "line 1: not JSON" in bad.out + bad.err
+    assert log_size(home.path) == before
+
+
+def test_vllm_missing_is_refused_before_any_work(annex: Annex, home: Home, model: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    before = log_size(home.path)
+    done = annex.fast("eval", "run", "--model", model, "--tasks", "annex_mc", "--backend", "vllm")
+    assert done.code == 2
+    assert "install vllm" in done.out + done.err
+    assert log_size(home.path) == before

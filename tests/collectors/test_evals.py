@@ -17,8 +17,11 @@ from collectors.evals import (
     EvalOutcome,
     bundled_tasks,
     import_results,
+    model_args,
+    quiet_subprocess_stderr,
     read_results,
     run_eval,
+    torch_of_env_info,
 )
 from collectors.hashing import build_manifest
 from evidence.errors import CollectorError, ConfigError, InputError
@@ -231,3 +234,96 @@ def test_a_task_folder_keeps_includes_working(tiny_lm: Path, tmp_path: Path) -> 
     )
     done = run_eval(tiny_lm, tasks=["child_mc"], tasks_dir=tmp_path / "tasks")
     assert "acc,none" in done.statement["predicate"]["results"]["child_mc"]
+
+
+def test_vllm_is_refused_before_any_work_when_not_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(ConfigError, match=r"install vllm"):
+        run_eval(tmp_path / "absent", tasks=["annex_mc"], backend="vllm")
+    with pytest.raises(InputError, match=r"--backend 'tgi'"):
+        run_eval(tmp_path / "absent", tasks=["annex_mc"], backend="tgi")
+
+
+def test_model_args_per_backend(tmp_path: Path) -> None:
+    model, adapter = tmp_path / "m", tmp_path / "a"
+    adapter.mkdir()
+    assert model_args("hf", model, None, "auto") == f"pretrained={model},dtype=auto"
+    assert model_args("hf", model, adapter, "float16").endswith(f",peft={adapter}")
+    lora = model_args("vllm", model, adapter, "bfloat16")
+    assert lora == (f"pretrained={model},dtype=bfloat16,enable_lora=True,lora_local_path={adapter}")
+    (adapter / "adapter_config.json").write_text('{"r": 64}')
+    assert model_args("vllm", model, adapter, "auto").endswith(",max_lora_rank=64")
+
+
+def test_a_run_records_its_backend_and_nothing_missing(outcome: EvalOutcome) -> None:
+    assert outcome.statement["predicate"]["backend"] == "hf"
+    assert outcome.statement["predicate"]["missing"] == []
+
+
+def test_an_import_with_adapter_samples_and_env_info(tiny_lm: Path, tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    adapter = build_tiny_adapter(tiny_lm, tmp_path / "lora")
+    raw = lm_eval_results(0.5)
+    raw["pretty_env_info"] = "PyTorch version: 2.13.0+cu128\nIs debug build: False\n"
+    rows = [
+        {"doc_id": i, "doc": {"group": g}, "filter": "none", "metrics": ["acc"], "acc": a}
+        for i, (g, a) in enumerate([("x", 1.0), ("x", 0.0), ("y", 1.0)])
+    ]
+    raw["samples"] = {"hellaswag": rows}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(raw))
+    done = import_results(path, tiny_lm, adapter_dir=adapter)
+    predicate = done.statement["predicate"]
+    subjects = [s["digest"]["sha256"] for s in done.statement["subject"]]
+    assert subjects == [build_manifest(adapter).digest, build_manifest(tiny_lm).digest]
+    assert predicate["versions"]["torch"] == "2.13.0+cu128" and predicate["missing"] == []
+    assert predicate["samplesDigest"] == hashlib.sha256(done.samples).hexdigest()
+    assert predicate["groups"]["hellaswag"]["x"] == {"acc,none": 0.5, "n": 2.0}
+    assert predicate["backend"] == "hf"
+
+
+def test_an_import_without_env_info_lists_torch_as_not_given(tiny_lm: Path, tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(lm_eval_results(0.5)))
+    predicate = import_results(path, tiny_lm).statement["predicate"]
+    assert predicate["versions"]["torch"] is None
+    assert predicate["missing"] == ["versions.torch"]
+    assert torch_of_env_info("PyTorch version: N/A\n") is None
+
+
+def test_a_samples_file_is_read_by_line(tiny_lm: Path, tmp_path: Path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(lm_eval_results(0.5)))
+    samples = tmp_path / "samples_hellaswag_2026.jsonl"
+    row = {"doc": {"group": "a"}, "filter": "none", "metrics": ["acc"], "acc": 1.0}
+    samples.write_text(json.dumps(row) + "\n\n" + json.dumps(row) + "\n")
+    done = import_results(path, tiny_lm, samples_path=samples)
+    assert done.statement["predicate"]["groups"]["hellaswag"]["a"]["n"] == 2.0
+    assert len(done.samples.decode().splitlines()) == 2
+    samples.write_text(json.dumps(row) + "\n{oops\n")
+    with pytest.raises(InputError, match=r"samples_hellaswag_2026.jsonl: line 2: not JSON"):
+        import_results(path, tiny_lm, samples_path=samples)
+    samples.write_text("[1]\n")
+    with pytest.raises(InputError, match=r"line 1: not a JSON object"):
+        import_results(path, tiny_lm, samples_path=samples)
+
+
+def test_git_noise_from_child_processes_is_dropped(capfd: pytest.CaptureFixture[str]) -> None:
+    import subprocess
+
+    with quiet_subprocess_stderr():
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; sys.stderr.write('fatal: not a git repository\\nkept\\n')",
+            ],
+            check=True,
+        )
+    err = capfd.readouterr().err
+    assert "fatal: not a git repository" not in err
+    assert "kept" in err
