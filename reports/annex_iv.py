@@ -761,7 +761,9 @@ def p2g(ev: SystemEvidence) -> Point:
                 ),
             )
         )
-    for c in components(ev, "base-model", "adapter"):
+    # what is deployed is tested: each adapter (on its base), or the base alone without adapters
+    deployed = components(ev, "adapter") or components(ev, "base-model")
+    for c in deployed:
         if not any(_tests(f.predicate, c.digest) for f in ev.evals):
             gaps.append(
                 Gap(
