@@ -49,11 +49,13 @@ import math
 import multiprocessing
 import os
 import struct
+from _json import make_encoder
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -328,6 +330,13 @@ class Batch:
             self._pending.clear()
         self.last_line = number
 
+    def write_leaves(self, records: bytes) -> None:
+        """Records (LEAF_RECORD each) of leaves already folded into the tree, for the blob."""
+        self._pending += records
+        if len(self._pending) >= 1 << 20:
+            self.leaves.write(bytes(self._pending))
+            self._pending.clear()
+
     def _flush(self) -> None:
         if self._pending:
             self.leaves.write(bytes(self._pending))
@@ -460,17 +469,28 @@ class Reader:
         pseudonyms = {c: self._subject(c).pseudonym for c in stats.callers}
         quoted = {c: f'"{p}"'.encode() for c, p in pseudonyms.items()}
         keep = batch.content is not None
-        sha256, add = hashlib.sha256, batch.add
+        # leaf_of and Batch.add, inlined: this loop is the one part of a parallel ingest that is
+        # serial. The fold is CompactRange.append's; node_hash is SHA-256(0x01 || left || right).
+        sha256, pack, tree = hashlib.sha256, LEAF_RECORD.pack, batch.tree
+        hashes, size, records = tree.hashes, tree.size, []
         for number, caller, data, has_content in digested:
-            # leaf_of, inlined: this loop is the one part of a parallel ingest that is serial
             who = b"null" if caller is None else quoted[caller]
             what = b"null"
             if keep and has_content and caller is not None:
                 raw = lines[number - first]
                 digest = self._encrypt(batch, number, self._subjects[caller], raw)
                 what = f'"{digest}"'.encode()
-            leaf = sha256(_LEAF % (who, what, number, data)).digest()
-            add(number, leaf)
+            h = leaf = sha256(_LEAF % (who, what, number, data)).digest()
+            index = size
+            while index & 1:
+                h = sha256(b"\x01" + hashes.pop() + h).digest()
+                index >>= 1
+            hashes.append(h)
+            size += 1
+            records.append(pack(number, leaf))
+        tree.size = size
+        batch.last_line = digested[-1][0]
+        batch.write_leaves(b"".join(records))
         batch.stats.merge(stats, pseudonyms)
 
     def _subject(self, caller: str) -> Subject:
@@ -563,18 +583,17 @@ class LineDecoder:
     Floats are where Python and RFC 8785 (ECMAScript) differ: an integral float is read as the
     int it equals (RFC 8785 writes 243.0 as 243), and a float that Python would print with an
     exponent marks the line for the slow, exact path. So does an integer beyond 2**53 (ECMAScript
-    reads it as a nearby double).
+    reads it as a nearby double): such an integer has 16 digits or more, so a line with no run of
+    16 digits (found on its raw bytes, in C) has none; a run inside a string only costs the line
+    the exact path, which gives the same bytes.
     """
 
     def __init__(self) -> None:
         self.plain = True
-        self._decoder = json.JSONDecoder(parse_float=self._float, parse_int=self._int)
-
-    def _int(self, token: str) -> int:
-        value = int(token)
-        if len(token) > 15 and abs(value) > 2**53 - 1:
-            self.plain = False
-        return value
+        self._decoder = json.JSONDecoder(parse_float=self._float)
+        # what decode() calls after skipping whitespace: the C scanner, at an index
+        self._scan: Callable[[str, int], tuple[Any, int]]
+        self._scan = self._decoder.scan_once  # type: ignore[attr-defined]
 
     def _float(self, token: str) -> float | int:
         value = float(token)
@@ -587,65 +606,90 @@ class LineDecoder:
         return value
 
     def parse(self, raw: bytes, where: Path, number: int) -> dict[str, Any]:
-        self.plain = True
+        self.plain = _SIXTEEN_DIGITS not in raw.translate(_DIGITS_TO_ZERO)
         try:
-            obj = self._decoder.decode(raw.decode("utf-8"))
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise CollectorError(f"{where} line {number}: not UTF-8 ({exc.reason})") from None
-        except json.JSONDecodeError as exc:
-            raise CollectorError(f"{where} line {number}: not valid JSON: {exc.msg}") from None
+        # decode() without its two whitespace matches, for a value that ends the line; anything
+        # else (leading or trailing space, an error) goes through decode() and its messages.
+        try:
+            obj, end = self._scan(text, 0)
+        except (StopIteration, ValueError):
+            end = -1
+        if end != len(text) and (end != len(text) - 1 or text[end] != "\n"):
+            try:
+                obj = self._decoder.decode(text)
+            except json.JSONDecodeError as exc:
+                message = f"{where} line {number}: not valid JSON: {exc.msg}"
+                raise CollectorError(message) from None
         if not isinstance(obj, dict):
             raise CollectorError(f"{where} line {number}: not a JSON object")
         return obj
+
+
+_DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_SIXTEEN_DIGITS = b"0" * 16
 
 
 def _fail(where: Path, number: int, message: str) -> CollectorError:
     return CollectorError(f"{where} line {number}: {message}")
 
 
+# The values checked below come from the JSON decoder, whose only types are dict, list, str,
+# int, float, bool and None (no subclasses): there `type(v) is int` is `isinstance(v, int) and
+# not isinstance(v, bool)`, and `type(v) is str` is `isinstance(v, str)`.
+
+
 def _check(obj: dict[str, Any], where: Path, number: int, stats: _Stats) -> str | None:
     """Checks the required fields, counts the line; returns the caller id (or None)."""
-    moment = _moment(obj, where, number)
+    get = obj.get
+    stamp = get("timestamp")
+    if type(stamp) is str:
+        try:
+            when = datetime.fromisoformat(stamp)
+        except ValueError:
+            raise _fail(where, number, f"timestamp {stamp!r} is not RFC 3339") from None
+        if when.tzinfo is None:
+            raise _fail(where, number, f"timestamp {stamp!r} has no UTC offset")
+        moment = when.timestamp()
+    else:
+        moment = _created(obj, where, number)
     if moment < stats.first:
         stats.first = moment
     if moment > stats.last:
         stats.last = moment
-    ident = obj.get("request_id", obj.get("id"))
-    if not isinstance(ident, str | int) or isinstance(ident, bool) or ident == "":
+    ident = get("request_id", get("id"))
+    kind = type(ident)
+    if not ((kind is str and ident) or kind is int):
         raise _fail(where, number, "missing required field request_id (or id)")
-    model = obj.get("model")
-    if not isinstance(model, str) or not model:
+    model = get("model")
+    if type(model) is not str or not model:
         raise _fail(where, number, "missing required field model (a string)")
     stats.requests += 1
     stats.models[model] += 1
-    fingerprint = obj.get("system_fingerprint")
-    if isinstance(fingerprint, str):
+    fingerprint = get("system_fingerprint")
+    if type(fingerprint) is str:
         stats.fingerprints[fingerprint] += 1
     _outcome(obj, where, number, stats)
-    _usage(obj.get("usage"), where, number, stats)
-    latency = obj.get("latency_ms")
+    usage = get("usage")
+    if usage is not None:
+        _usage(usage, where, number, stats)
+    latency = get("latency_ms")
     if latency is not None:
-        if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
+        kind = type(latency)
+        if (kind is not float and kind is not int) or latency < 0:
             raise _fail(where, number, "latency_ms must be a number >= 0")
         stats.latency.add(latency)
-    caller = obj.get("user")
-    if caller is not None and not isinstance(caller, str):
+    caller = get("user")
+    if caller is not None and type(caller) is not str:
         raise _fail(where, number, "user must be a string (the caller id)")
     return caller or None
 
 
-def _moment(obj: dict[str, Any], where: Path, number: int) -> float:
-    stamp = obj.get("timestamp")
-    if isinstance(stamp, str):
-        try:
-            moment = datetime.fromisoformat(stamp)
-        except ValueError:
-            raise _fail(where, number, f"timestamp {stamp!r} is not RFC 3339") from None
-        if moment.tzinfo is None:
-            raise _fail(where, number, f"timestamp {stamp!r} has no UTC offset")
-        return moment.timestamp()
+def _created(obj: dict[str, Any], where: Path, number: int) -> float:
     created = obj.get("created")
-    if isinstance(created, int | float) and not isinstance(created, bool):
+    if type(created) is int or type(created) is float:
         return float(created)
     raise _fail(where, number, "missing required field timestamp (RFC 3339) or created (epoch)")
 
@@ -656,20 +700,21 @@ _REFUSAL_WORDS = frozenset({"refused", "content_filter"})
 
 def _outcome(obj: dict[str, Any], where: Path, number: int, stats: _Stats) -> None:
     status = obj.get("status")
-    if status is not None and (isinstance(status, bool) or not isinstance(status, int | str)):
+    kind = type(status)
+    if status is not None and kind is not int and kind is not str:
         raise _fail(where, number, "status must be an HTTP status code or a string")
     refused = status == 451 or status in _REFUSAL_WORDS
     for choice in obj.get("choices") or ():
-        if isinstance(choice, dict):
+        if type(choice) is dict:
             message = choice.get("message")
             if choice.get("finish_reason") == "content_filter" or (
-                isinstance(message, dict) and message.get("refusal")
+                type(message) is dict and message.get("refusal")
             ):
                 refused = True
     if refused:
         stats.refusals += 1
     elif (
-        (isinstance(status, int) and status >= 400)
+        (type(status) is int and status >= 400)
         or status in _ERROR_WORDS
         or obj.get("error") is not None
     ):
@@ -677,20 +722,18 @@ def _outcome(obj: dict[str, Any], where: Path, number: int, stats: _Stats) -> No
 
 
 def _usage(usage: Any, where: Path, number: int, stats: _Stats) -> None:
-    if usage is None:
-        return
-    if not isinstance(usage, dict):
+    if type(usage) is not dict:
         raise _fail(where, number, "usage must be an object")
-    for name in ("prompt_tokens", "completion_tokens"):
-        value = usage.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise _fail(where, number, f"usage.{name} must be an integer >= 0")
-        if name == "prompt_tokens":
-            stats.prompt_tokens += value
-        else:
-            stats.completion_tokens += value
+    value = usage.get("prompt_tokens")
+    if value is not None:
+        if type(value) is not int or value < 0:
+            raise _fail(where, number, "usage.prompt_tokens must be an integer >= 0")
+        stats.prompt_tokens += value
+    value = usage.get("completion_tokens")
+    if value is not None:
+        if type(value) is not int or value < 0:
+            raise _fail(where, number, "usage.completion_tokens must be an integer >= 0")
+        stats.completion_tokens += value
 
 
 # -- the per-line work that needs no vault: runs in worker processes for large files ----------
@@ -698,27 +741,60 @@ def _usage(usage: Any, where: Path, number: int, stats: _Stats) -> None:
 # (line number, caller id or None, the record's canonical bytes, whether it has content)
 Digested = tuple[int, str | None, bytes, bool]
 
+# The C encoder that json.dumps(value, sort_keys=True, separators=(",", ":"),
+# ensure_ascii=False) makes on every call, made once; "".join of its chunks is that text. No
+# check for cycles: a decoded line has none.
+_ENCODER = make_encoder(
+    None, json.JSONEncoder().default, encode_basestring, None, ":", ",", True, False, True
+)
+
 
 def digest_chunk(where: Path, first: int, lines: list[bytes]) -> tuple[_Stats, list[Digested]]:
-    """Parses and checks lines `first`, `first + 1`, ...; counts them (callers by caller id)."""
+    """Parses and checks lines `first`, `first + 1`, ...; counts them (callers by caller id).
+
+    Each line's object is checked whole, then made into its record in place (`split_line`
+    without the copies: the object is this function's own).
+    """
     decoder = LineDecoder()
+    parse = decoder.parse
     stats = _Stats()
+    callers = stats.callers
     out: list[Digested] = []
+    append = out.append
     for number, raw in enumerate(lines, start=first):
         if raw.isspace():
             continue
-        obj = decoder.parse(raw, where, number)
-        record, content = split_line(obj)
+        obj = parse(raw, where, number)
         caller = _check(obj, where, number, stats)
         if caller is None:
             stats.unattributed += 1
         else:
-            stats.callers[caller] += 1
-        try:
-            data = record_bytes(record, decoder.plain)
-        except InputError as exc:  # an integer beyond 2**53: RFC 8785 has no bytes for it
-            raise _fail(where, number, str(exc)) from None
-        out.append((number, caller, data, content is not None))
+            callers[caller] += 1
+        # the record: without `user` and content (split_line, in place)
+        obj.pop("user", None)
+        has_content = False
+        for name in CONTENT_FIELDS:
+            if name in obj:
+                del obj[name]
+                has_content = True
+        choices = obj.get("choices")
+        if type(choices) is list and choices:
+            has_content = True
+            obj["choices"] = [
+                {k: v for k, v in c.items() if k not in CHOICE_CONTENT} if type(c) is dict else c
+                for c in choices
+            ]
+        data = None
+        if decoder.plain:
+            text = "".join(_ENCODER(obj, 0))
+            if text.isascii() or max(text) <= "\uffff":
+                data = text.encode("utf-8")
+        if data is None:
+            try:
+                data = canonical(obj)
+            except InputError as exc:  # an integer beyond 2**53: RFC 8785 has no bytes for it
+                raise _fail(where, number, str(exc)) from None
+        append((number, caller, data, has_content))
     return stats, out
 
 

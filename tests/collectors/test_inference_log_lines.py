@@ -1,0 +1,98 @@
+"""The per-line checks and record bytes of `digest_chunk`, refusal by refusal.
+
+The big-integer check is made on the line's raw bytes (a run of 16 digits) and the type checks
+by exact type: these hold that every bad value is still refused, with its message, and that a
+line whose digits only look long gets the same bytes as the exact path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rfc8785
+
+from collectors.inference_log import digest_chunk, split_line
+from evidence.errors import CollectorError
+
+WHERE = Path("gw.jsonl")
+BASE: dict[str, Any] = {"created": 1_700_000_000, "id": "r", "model": "m"}
+
+
+def digest(*lines: str) -> list[tuple[int, str | None, bytes, bool]]:
+    _, out = digest_chunk(WHERE, 1, [f"{line}\n".encode() for line in lines])
+    return out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"created": True}, "missing required field timestamp"),
+        ({"created": "1"}, "missing required field timestamp"),
+        ({"timestamp": "yesterday"}, "is not RFC 3339"),
+        ({"id": True}, "missing required field request_id"),
+        ({"id": ""}, "missing required field request_id"),
+        ({"id": 1.5}, "missing required field request_id"),
+        ({"id": "r", "request_id": None}, "missing required field request_id"),
+        ({"model": ""}, "missing required field model"),
+        ({"model": 7}, "missing required field model"),
+        ({"status": True}, "status must be an HTTP status code"),
+        ({"status": 1.5}, "status must be an HTTP status code"),
+        ({"status": [200]}, "status must be an HTTP status code"),
+        ({"usage": []}, "usage must be an object"),
+        ({"usage": {"prompt_tokens": True}}, "usage.prompt_tokens must be an integer"),
+        ({"usage": {"prompt_tokens": 1.5}}, "usage.prompt_tokens must be an integer"),
+        ({"usage": {"completion_tokens": -1}}, "usage.completion_tokens must be an integer"),
+        ({"usage": {"completion_tokens": "9"}}, "usage.completion_tokens must be an integer"),
+        ({"latency_ms": True}, "latency_ms must be a number"),
+        ({"latency_ms": -0.5}, "latency_ms must be a number"),
+        ({"latency_ms": "5"}, "latency_ms must be a number"),
+        ({"user": False}, "user must be a string"),
+        ({"v": 2**53}, "safe integer"),
+        ({"v": -(2**53)}, "safe integer"),
+        ({"deep": [{"v": [12345678901234567890]}]}, "safe integer"),
+    ],
+)
+def test_a_bad_value_is_refused_by_line(extra: dict[str, Any], message: str) -> None:
+    good = json.dumps(BASE)
+    with pytest.raises(CollectorError, match=message) as caught:
+        digest(good, json.dumps({**BASE, **extra}))
+    assert str(caught.value).startswith(f"{WHERE} line 2: ")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"v": 2**53 - 1, "w": -(2**53 - 1)},  # 16 digits, safe
+        {"s": "1234567890123456789012"},  # a long run of digits in a string
+        {"id": "chatcmpl-00000000000000000001", "t": 1e-7, "f": 3.0, "g": 5e22},
+        {"choices": [1, {"finish_reason": "stop", "text": "x", "index": 0}], "prompt": "p"},
+        {"e": "é😀", "latency_ms": 12.0, "usage": {"prompt_tokens": 1.0}},
+    ],
+)
+def test_record_bytes_are_rfc8785_of_the_split_record(extra: dict[str, Any]) -> None:
+    line = {**BASE, "user": "u", **extra}
+    [(number, caller, data, has_content)] = digest(json.dumps(line))
+    record, content = split_line(json.loads(json.dumps(line)))
+    assert (number, caller, has_content) == (1, "u", content is not None)
+    assert data == rfc8785.dumps(record)
+
+
+@pytest.mark.parametrize("spaced", [" {}", "{} ", "{}\t", "{}\r"])
+def test_space_around_the_object_is_allowed(spaced: str) -> None:
+    line = spaced.replace("{}", json.dumps(BASE))
+    assert digest(line)[0][2] == rfc8785.dumps(BASE)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [("{} {}", "Extra data"), ("{} x", "Extra data"), ("{", "Expecting property name"), ("", "")],
+)
+def test_bad_json_is_refused_with_its_message(line: str, message: str) -> None:
+    if not line:  # a blank line is skipped, not refused
+        assert digest(line) == []
+        return
+    with pytest.raises(CollectorError, match=f"line 1: not valid JSON: {message}"):
+        digest(line.replace("{}", json.dumps(BASE)))
