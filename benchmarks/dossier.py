@@ -111,9 +111,8 @@ def build(home_path: Path, entries: int) -> None:
 
 
 def run_dossier(home_path: Path, out: Path) -> dict[str, Any]:
-    from reports.annex_iv import build_annex_iv
-
     from evidence.home import Home
+    from reports.annex_iv import build_annex_iv
     from reports.dossier import issue
 
     home = Home(home_path)
@@ -179,10 +178,11 @@ def run_naive(home_path: Path, out: Path) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "rows": len(rows)}
 
 
-def peak_mib() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, children) / 1024
+def peak_mib() -> dict[str, float]:
+    """Peak RSS of this process and of its largest child (the renderer), and the larger."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"peak_mib": max(own, child), "own_mib": own, "child_mib": child}
 
 
 def phase(name: str, home: Path, out: Path) -> dict[str, Any]:
@@ -209,7 +209,7 @@ def main() -> None:
     if args.phase:
         run = run_dossier if args.phase == "dossier" else run_naive
         result = run(args.home, args.out)
-        print(json.dumps({**result, "peak_mib": peak_mib()}))
+        print(json.dumps({**result, **peak_mib()}))
         return
     work = args.dir or Path(tempfile.mkdtemp(prefix="annex-dossier-bench-"))
     home = work / "home"
@@ -223,6 +223,7 @@ def main() -> None:
     dossier = phase("dossier", home, work / "dossier.pdf")
     print(
         f"  dossier          {dossier['seconds']:6.1f} s  peak {dossier['peak_mib']:5.0f} MiB  "
+        f"(builder {dossier['own_mib']:.0f}, renderer {dossier['child_mib']:.0f}) "
         f"(document {dossier['build_seconds']:.1f} s; {dossier['citations']:,} entries cited; "
         f"PDF {dossier['pdf_bytes'] / 2**20:.1f} MiB, "
         f"bundle {dossier['bundle_bytes'] / 2**20:.1f} MiB)"
