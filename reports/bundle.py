@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -241,6 +242,8 @@ def _read_pdf(data: bytes, where: Path) -> tuple[bytes, str, str]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
+    # pypdf logs what it repairs; a damaged PDF is reported once, below, as a failure
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
         reader = PdfReader(io.BytesIO(data))
         attached = reader.attachments.get(BUNDLE_NAME, [])
