@@ -13,7 +13,6 @@ recorded. What it does not say is recorded as missing.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import stat
@@ -23,15 +22,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
 from collectors.dataset_formats import detect_format, summarise
 from collectors.hash_cache import HashCache
 from collectors.hashing import Progress, hash_files, hash_tree, manifest_of
 from collectors.tree import Tree, TreeFile
+from collectors.yamlfile import read_yaml_model
 from evidence.entry import rfc3339
-from evidence.errors import CollectorError, InputError
+from evidence.errors import CollectorError
 from evidence.keys import utc_now
 from evidence.store import Store
 from schemas.dataset import (
@@ -56,27 +53,10 @@ class LoadedDatasheet:
 
 def read_datasheet(path: Path) -> LoadedDatasheet:
     """The datasheet at `path`; InputError naming the file and the field when it is wrong."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read the datasheet {path}: {exc.strerror}") from None
-    try:
-        doc = yaml.safe_load(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: byte {exc.start + 1} is not UTF-8") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise InputError(f"{path}{where}: not valid YAML: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{path}: a datasheet is a mapping of fields (source, licence, ...)")
-    try:
-        sheet = Datasheet.model_validate(doc)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(datasheet)"
-        raise InputError(f"{path}: field {field}: {first['msg']}") from None
-    return LoadedDatasheet(sheet, path, hashlib.sha256(raw).hexdigest())
+    sheet, sha256 = read_yaml_model(
+        path, Datasheet, what="datasheet", shape="a mapping of fields (source, licence, ...)"
+    )
+    return LoadedDatasheet(sheet, path, sha256)
 
 
 def find_datasheet(target: Path) -> Path | None:

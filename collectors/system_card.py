@@ -14,12 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import ValidationError
-
 from collectors.datasets import dataset_manifest, find_datasets
 from collectors.hash_cache import HashCache
 from collectors.hashing import Progress, build_manifest
+from collectors.yamlfile import read_yaml_model
 from evidence.canonical import canonical_bytes
 from evidence.entry import rfc3339
 from evidence.errors import InputError
@@ -47,29 +45,10 @@ class LoadedCard:
 
 def read_card(path: Path) -> LoadedCard:
     """The card at `path`; InputError naming the file and the field path when it is wrong."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read the system card {path}: {exc.strerror}") from None
-    try:
-        doc = yaml.safe_load(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: byte {exc.start + 1} is not UTF-8") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise InputError(f"{path}{where}: not valid YAML: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{path}: a system card is a mapping (apiVersion, id, name, ...)")
-    try:
-        card = SystemCard.model_validate(doc)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(card)"
-        more = len(exc.errors()) - 1
-        also = f" (and {more} more)" if more else ""
-        raise InputError(f"{path}: field {field}: {first['msg']}{also}") from None
-    return LoadedCard(card, path, hashlib.sha256(raw).hexdigest())
+    card, sha256 = read_yaml_model(
+        path, SystemCard, what="system card", shape="a mapping (apiVersion, id, name, ...)"
+    )
+    return LoadedCard(card, path, sha256)
 
 
 def resolve_components(
