@@ -525,8 +525,10 @@ from api import (  # noqa: E402, F401
     cli_models,
     cli_oversight,
     cli_report,
+    cli_serve,
     cli_sign,
     cli_system,
+    cli_tokens,
 )
 
 
