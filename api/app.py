@@ -97,45 +97,50 @@ def _aware(moment: datetime | None) -> datetime | None:
 
 def _system_page(
     store: Store, system: str, filters: dict[str, Any], after: int | None, limit: int
-) -> list[Entry]:
-    """Entries about one system: subject `system:<id>` (cards, reports) or, for oversight events
-    and incidents, predicate `system` equal to the id. Each kind scans at most SYSTEM_SCAN
-    entries; a page then ends where the shortest scan stopped, so the cursor never skips one."""
+) -> tuple[list[Entry], int | None]:
+    """Entries about one system, and the next cursor: subject `system:<id>` (cards, reports) or,
+    for oversight events and incidents, predicate `system` equal to the id.
+
+    Each of those kinds scans at most SYSTEM_SCAN entries a request; the page then ends where the
+    shortest scan stopped and `next` points there, so a page may be short (even empty) with a
+    `next`, and the cursor never skips an entry.
+    """
     found = store.query(subject_name=SUBJECT_PREFIX + system, after=after, limit=limit, **filters)
     stop: int | None = None
     wanted = filters.get("predicate_type")
     for kind in SYSTEM_FIELD_KINDS:
         if wanted is not None and wanted != kind:
             continue
-        hits, reached = _scan_kind(
-            store, kind, system, {**filters, "predicate_type": kind}, after, limit
-        )
+        hits, reached = _scan_kind(store, system, {**filters, "predicate_type": kind}, after, limit)
         found.extend(hits)
         if reached is not None:
             stop = reached if stop is None else min(stop, reached)
-    page = sorted({e.index: e for e in found}.values(), key=lambda e: e.index)
+    merged = sorted({e.index: e for e in found}.values(), key=lambda e: e.index)
     if stop is not None:
-        page = [e for e in page if e.index <= stop]
-    return page[:limit]
+        merged = [e for e in merged if e.index <= stop]
+    page = merged[:limit]
+    if len(page) == limit:
+        return page, page[-1].index
+    return page, stop
 
 
 def _scan_kind(
-    store: Store, kind: str, system: str, filters: dict[str, Any], after: int | None, limit: int
+    store: Store, system: str, filters: dict[str, Any], after: int | None, limit: int
 ) -> tuple[list[Entry], int | None]:
-    """Matches of one kind after the cursor; the last index scanned if the scan was cut short."""
+    """Matches after the cursor naming `system` in the predicate; and the last index scanned
+    when the scan stopped before the end of the log (a full page, or SYSTEM_SCAN reached)."""
     hits: list[Entry] = []
     scanned = 0
     cursor = after
-    while len(hits) < limit:
-        batch = store.query(after=cursor, limit=MAX_PAGE, **filters)
+    while True:
+        batch = store.query(after=cursor, limit=min(MAX_PAGE, SYSTEM_SCAN - scanned), **filters)
         if not batch:
             return hits, None
         hits.extend(e for e in batch if e.statement.get("predicate", {}).get("system") == system)
         cursor = batch[-1].index
         scanned += len(batch)
-        if scanned >= SYSTEM_SCAN:
+        if len(hits) >= limit or scanned >= SYSTEM_SCAN:
             return hits, cursor
-    return hits, hits[-1].index if hits else cursor
 
 
 def _entry_json(entry: Entry) -> dict[str, Any]:
@@ -145,6 +150,7 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
 
 
 def _get_entry(store: Store, index: int) -> Entry:
+    """The entry, or 404 (the store's own refusal is a 400, right for the CLI)."""
     found = store.query(after=index - 1, limit=1) if index >= 0 else []
     if not found or found[0].index != index:
         raise NotFound(f"no entry {index}: the log holds {store.size()} entries")
@@ -176,9 +182,9 @@ def _entries_routes(router: APIRouter) -> None:
         }
         if system is None:
             page = store.query(after=after, limit=limit, **filters)
+            following = page[-1].index if len(page) == limit else None
         else:
-            page = _system_page(store, system, filters, after, limit)
-        following = page[-1].index if len(page) == limit else None
+            page, following = _system_page(store, system, filters, after, limit)
         return {"entries": [_entry_json(e) for e in page], "next": following}
 
     @router.get(
@@ -199,7 +205,10 @@ def _entries_routes(router: APIRouter) -> None:
         tree_size: Annotated[int | None, Query(alias="treeSize", ge=1)] = None,
         format: Literal["json", "text"] = "json",
     ) -> Response:
-        proof = stores.read().inclusion_proof(index, tree_size)
+        store = stores.read()
+        if tree_size is None and not 0 <= index < store.size():
+            raise NotFound(f"no entry {index}: the log holds {store.size()} entries")
+        proof = store.inclusion_proof(index, tree_size)
         if format == "text":
             return PlainTextResponse(proof.format())
         return JSONResponse(

@@ -1,7 +1,8 @@
 """API tokens: random bearer secrets with one scope each, stored only as SHA-256 hashes.
 
 Storage: `tokens.json` in the data directory (mode 0600), written whole to a temporary file and
-renamed, so a reader sees the old list or the new one. A token is 32 random bytes, shown once at
+renamed, so a reader sees the old list or the new one; a change holds an flock on a lock file
+beside it, so concurrent changes never lose one. A token is 32 random bytes, shown once at
 creation as `annex_<base64url>`; the file keeps its SHA-256 only, so a leaked file grants nothing.
 Tokens never appear in logs: the token is read from the Authorization header alone, never a query
 string (which access logs print).
@@ -13,13 +14,15 @@ generation), admin (everything). Only admin implies another scope.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import hmac
 import json
 import os
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal, get_args
@@ -108,6 +111,17 @@ class TokenFile:
             os.fsync(out.fileno())
         os.replace(tmp, self.path)
 
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """One writer at a time (across processes): two `tokens create` never lose one."""
+        lock_path = self.path.with_name(f".{FILE_NAME}.lock")
+        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def create(self, scope: Scope, name: str | None = None) -> tuple[TokenRecord, str]:
         """A new token: its record and the secret, which is not stored and cannot be shown again."""
         if scope not in SCOPES:
@@ -121,10 +135,15 @@ class TokenFile:
             sha256=hash_token(secret),
             created_at=datetime.now(UTC),
         )
-        self._save((*self.records(), record))
+        with self._changing():
+            self._save((*self.records(), record))
         return record, secret
 
     def revoke(self, token_id: str) -> TokenRecord:
+        with self._changing():
+            return self._revoke(token_id)
+
+    def _revoke(self, token_id: str) -> TokenRecord:
         records = self.records()
         found = [r for r in records if r.id == token_id]
         if not found:

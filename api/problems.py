@@ -123,8 +123,14 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status_code, str(exc.detail), request.url.path)
 
 
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """A bug: a problem body that says so, without the exception's text (it may hold data)."""
+    return problem(500, "an unexpected error; see the server log", request.url.path)
+
+
 def install(app: FastAPI) -> None:
     """Registers the handlers: AnnexError, FastAPI's validation errors and Starlette's 404/405."""
     app.add_exception_handler(AnnexError, _annex_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

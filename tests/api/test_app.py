@@ -132,6 +132,24 @@ def test_entries_of_a_system(api: Api) -> None:
     assert [e["index"] for e in rest["entries"]] == [api.events[0]]
 
 
+def test_system_pages_with_a_bounded_scan(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a scan of one entry a request, pages are short but the cursor reaches every match."""
+    monkeypatch.setattr("api.app.SYSTEM_SCAN", 1)
+    seen: list[int] = []
+    after, requests = None, 0
+    while requests < 100:
+        params: dict[str, Any] = {"system": SYSTEM, "limit": 5}
+        if after is not None:
+            params["after"] = after
+        page = api.get("/entries", **params).json()
+        seen.extend(e["index"] for e in page["entries"])
+        after, requests = page["next"], requests + 1
+        if after is None:
+            break
+    assert seen == [api.card, api.events[0]]
+    assert requests > 2
+
+
 def test_one_entry_and_its_proof_verify_offline(api: Api) -> None:
     entry = api.get("/entries/3").json()
     assert entry["index"] == 3 and entry["statement"]["predicate"]["n"] == 102
@@ -142,8 +160,9 @@ def test_one_entry_and_its_proof_verify_offline(api: Api) -> None:
     proof = TlogProof.parse(text.text)
     report = verify_entry(Envelope.from_dict(entry["envelope"]), proof, api.home.trust())
     assert report.index == 3
-    missing = api.get("/entries/999")
-    assert missing.status_code == 404 and "no entry 999" in missing.json()["detail"]
+    for path in ("/entries/999", "/entries/999/proof", "/entries/-1"):
+        missing = api.get(path)
+        assert missing.status_code == 404 and "no entry" in missing.json()["detail"], path
 
 
 def test_checkpoint_and_consistency(api: Api) -> None:

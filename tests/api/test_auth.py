@@ -117,3 +117,12 @@ def test_tokens_cli_create_list_revoke(fresh: Path, annex_at: object) -> None:
     assert again.code == 2 and "already revoked" in again.err
     wrong = annex.fast("tokens", "create", "--scope", "root")
     assert wrong.code == 2
+
+
+def test_concurrent_creates_keep_every_token(sqlite_home: Home) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: TokenFile(sqlite_home.path).create("read"), range(16)))
+    stored = TokenFile(sqlite_home.path)
+    assert all(stored.find(secret) == record for record, secret in made)
