@@ -494,6 +494,35 @@ def keys_export_public(
         sys.stdout.write(public_pem(key))
 
 
+@command(keys_app, "add-collector")
+def keys_add_collector(
+    name: Annotated[str, typer.Argument(help="The collector's name, e.g. gpu-node-1.")],
+    public_key: Annotated[
+        Path, typer.Argument(metavar="PUBLIC.pem", help="Its Ed25519 public key (PEM).")
+    ],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Trust a remote collector's Ed25519 key: envelopes it signs may be appended from now on."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        loaded = serialization.load_pem_public_key(public_key.read_bytes())
+    except OSError as exc:
+        raise InputError(f"cannot read {public_key}: {exc.strerror}") from None
+    except ValueError:
+        raise InputError(f"{public_key}: not a PEM public key") from None
+    if not isinstance(loaded, Ed25519PublicKey):
+        raise InputError(f"{public_key}: a collector key must be Ed25519")
+    raw = loaded.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    key = open_home(home).add_collector_key(name, raw)
+    if json_out:
+        print_json(_key_json(key))
+        return
+    stdout.print(f"trusted collector {name}: key {key.keyid[:16]} (role collector)")
+
+
 # -- demo -----------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,68 @@
+"""`annex keys add-collector`: a remote collector's key trusted from the CLI, so envelopes it
+signs can be appended (by `POST /api/v1/entries`); anything but an Ed25519 PEM is refused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from evidence.canonical import canonical_bytes
+from evidence.dsse import sign_envelope
+from evidence.errors import TrustError
+from evidence.home import Home
+from evidence.keys import Signer
+from tests.api.conftest import Annex, Template, log_size
+from tests.conftest import statement
+
+
+@pytest.fixture
+def annex(fresh: Path, annex_at: Callable[[Path], Annex]) -> Annex:
+    return annex_at(fresh)
+
+
+def pem_of(signer: Signer) -> bytes:
+    return signer.private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def test_a_trusted_collectors_envelopes_append(
+    annex: Annex, fresh: Path, template: Template, tmp_path: Path
+) -> None:
+    node = Signer.generate("gpu-node-1")
+    envelope = sign_envelope(canonical_bytes(statement(1, kind="gpu")), node)
+    with Home(fresh).open_store(write=True) as store, pytest.raises(TrustError):
+        store.append_envelopes([envelope])  # not trusted yet
+    (tmp_path / "node.pem").write_bytes(pem_of(node))
+    done = annex.fast("keys", "add-collector", "gpu-node-1", tmp_path / "node.pem", "--json")
+    assert done.code == 0, done.err
+    assert done.json()["role"] == "collector"
+    assert done.json()["keyid"] == node.keyid
+    with Home(fresh).open_store(write=True) as store:
+        appended = store.append_envelopes([envelope])
+    assert appended.first_index == template.size + 1  # after the key event
+
+
+def test_only_an_ed25519_pem_is_trusted(
+    annex: Annex, fresh: Path, template: Template, tmp_path: Path
+) -> None:
+    ec_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    (tmp_path / "ec.pem").write_bytes(
+        ec_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    (tmp_path / "junk.pem").write_text("not a key\n")
+    for path, message in (
+        (tmp_path / "ec.pem", "a collector key must be Ed25519"),
+        (tmp_path / "junk.pem", "not a PEM public key"),
+        (tmp_path / "missing.pem", "cannot read"),
+    ):
+        refused = annex.fast("keys", "add-collector", "node", path)
+        assert refused.code == 2, refused.out
+        assert message in refused.err
+    assert log_size(fresh) == template.size
