@@ -17,7 +17,7 @@ from evidence.entry import Entry
 from evidence.keys import utc_now
 from evidence.store import Store
 from reports.document import Block, Document, Facts, Gap, Item, Paragraph, Point, Section, Table
-from reports.oversight import bullets, collected, day, declared, percent, system_ref
+from reports.evidence_query import bullets, collected, day, declared, percent, system_ref
 from reports.system_evidence import Found, SystemEvidence, gather
 from schemas.eval_run import EvalRunPredicate
 from schemas.system_card import ResolvedComponent, SystemCard

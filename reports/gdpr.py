@@ -22,7 +22,7 @@ from evidence.entry import Entry
 from evidence.keys import utc_now
 from evidence.store import Store
 from reports.document import Block, Document, Facts, Gap, Item, Paragraph, Point, Section, Table
-from reports.oversight import (
+from reports.evidence_query import (
     MAX_ROWS,
     SIX_MONTHS_DAYS,
     Served,

@@ -20,7 +20,14 @@ from evidence.entry import Entry
 from evidence.errors import InputError
 from evidence.store import Store
 from reports.document import CheckpointRef
-from reports.oversight import Served, checkpoint_ref, history, model_digests, scan, served_batches
+from reports.evidence_query import (
+    Served,
+    checkpoint_ref,
+    history,
+    model_digests,
+    scan,
+    served_batches,
+)
 from reports.systems import CardVersion
 from schemas.dataset import DATASET, DatasetPredicate
 from schemas.eval_run import EvalRunPredicate
