@@ -590,13 +590,15 @@ class LineDecoder:
 
     def __init__(self) -> None:
         self.plain = True
-        self._decoder = json.JSONDecoder(parse_float=self._float)
+        self._decoder = json.JSONDecoder(parse_float=self._float, parse_constant=_no_constant)
         # what decode() calls after skipping whitespace: the C scanner, at an index
         self._scan: Callable[[str, int], tuple[Any, int]]
         self._scan = self._decoder.scan_once  # type: ignore[attr-defined]
 
     def _float(self, token: str) -> float | int:
         value = float(token)
+        if math.isinf(value):
+            raise _NotJsonNumber(f"the number {token[:40]} is out of range for a double")
         if value == 0 or 1e-4 <= abs(value) < 1e16:
             if not value.is_integer():
                 return value
@@ -614,18 +616,30 @@ class LineDecoder:
         # decode() without its two whitespace matches, for a value that ends the line; anything
         # else (leading or trailing space, an error) goes through decode() and its messages.
         try:
-            obj, end = self._scan(text, 0)
-        except (StopIteration, ValueError):
-            end = -1
-        if end != len(text) and (end != len(text) - 1 or text[end] != "\n"):
             try:
-                obj = self._decoder.decode(text)
-            except json.JSONDecodeError as exc:
-                message = f"{where} line {number}: not valid JSON: {exc.msg}"
-                raise CollectorError(message) from None
+                obj, end = self._scan(text, 0)
+            except (StopIteration, ValueError):
+                end = -1
+            if end != len(text) and (end != len(text) - 1 or text[end] != "\n"):
+                try:
+                    obj = self._decoder.decode(text)
+                except json.JSONDecodeError as exc:
+                    message = f"{where} line {number}: not valid JSON: {exc.msg}"
+                    raise CollectorError(message) from None
+        except _NotJsonNumber as exc:
+            raise CollectorError(f"{where} line {number}: not valid JSON: {exc}") from None
         if not isinstance(obj, dict):
             raise CollectorError(f"{where} line {number}: not a JSON object")
         return obj
+
+
+class _NotJsonNumber(Exception):
+    """NaN, Infinity or a number past the double range: Python's json accepts them, RFC 8259
+    and RFC 8785 do not, so a leaf could not be canonical."""
+
+
+def _no_constant(token: str) -> float:
+    raise _NotJsonNumber(f"{token} is not a JSON number")
 
 
 _DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)

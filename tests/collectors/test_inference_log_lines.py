@@ -96,3 +96,23 @@ def test_bad_json_is_refused_with_its_message(line: str, message: str) -> None:
         return
     with pytest.raises(CollectorError, match=f"line 1: not valid JSON: {message}"):
         digest(line.replace("{}", json.dumps(BASE)))
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ('"latency_ms": NaN', "NaN is not a JSON number"),
+        ('"extra": {"score": Infinity}', "Infinity is not a JSON number"),
+        ('"extra": [-Infinity]', "-Infinity is not a JSON number"),
+        ('"extra": 1e400', "the number 1e400 is out of range for a double"),
+        (' "extra": -2E+999 ', "out of range for a double"),
+    ],
+)
+def test_numbers_json_does_not_have_are_refused_by_line(raw: str, message: str) -> None:
+    """Python's json reads NaN, Infinity and 1e400; RFC 8259 and RFC 8785 have none of them,
+    so the line is refused (a leaf holding them could not be canonical)."""
+    good = json.dumps(BASE)
+    bad = json.dumps(BASE)[:-1] + ", " + raw + "}"
+    with pytest.raises(CollectorError, match=message) as caught:
+        digest(good, bad)
+    assert "gw.jsonl line 2: not valid JSON" in str(caught.value)
