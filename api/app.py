@@ -30,7 +30,7 @@ from evidence.errors import AnnexError, InputError
 from evidence.home import Home
 from evidence.merkle import leaf_hash
 from evidence.store import Store
-from reports.systems import card_history, system_ids
+from reports.systems import card_history, system_summaries
 from schemas.incident import INCIDENT
 from schemas.oversight import OVERSIGHT_EVENT
 from schemas.system_card import SUBJECT_PREFIX
@@ -363,19 +363,7 @@ def _log_routes(router: APIRouter) -> None:
         f"{PREFIX}/systems", dependencies=read, summary="Every system with a card in the log"
     )
     def list_systems(stores: StoresDep) -> dict[str, Any]:
-        store = stores.read()
-        rows = []
-        for system_id in system_ids(store):
-            latest = card_history(store, system_id)[-1]
-            rows.append(
-                {
-                    "system": system_id,
-                    "name": latest.card.name,
-                    "version": latest.card.version,
-                    "entry": latest.entry.index,
-                }
-            )
-        return {"systems": rows}
+        return {"systems": system_summaries(stores.read())}
 
     @router.get(
         f"{PREFIX}/systems/{{system_id}}", dependencies=read, summary="A system's card versions"

@@ -19,7 +19,7 @@ from api.output import print_json, progress_bar, stdout
 from collectors.hash_cache import HashCache
 from collectors.system_card import card_statement, read_card, resolve_components
 from evidence.errors import InputError
-from reports.systems import card_history, system_ids
+from reports.systems import card_history, system_summaries
 
 system_app = typer.Typer(help="AI systems: declare them with a system card, list and show them.")
 app.add_typer(system_app, name="system", no_args_is_help=True)
@@ -78,18 +78,8 @@ def _content(statement: dict[str, Any]) -> tuple[Any, Any]:
 @command(system_app, "list")
 def system_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Every system with a card in the log, with its latest version."""
-    rows = []
     with open_home(home).open_store() as store:
-        for system_id in system_ids(store):
-            latest = card_history(store, system_id)[-1]
-            rows.append(
-                {
-                    "system": system_id,
-                    "name": latest.card.name,
-                    "version": latest.card.version,
-                    "entry": latest.entry.index,
-                }
-            )
+        rows = system_summaries(store)
     if json_out:
         print_json(rows)
         return

@@ -66,3 +66,19 @@ def system_ids(store: Store, *, size: int | None = None) -> list[str]:
             )
         after = page[-1].index
     return sorted(ids)
+
+
+def system_summaries(store: Store) -> list[dict[str, str | int]]:
+    """Each system's id, name, latest version and the entry of its latest card."""
+    rows: list[dict[str, str | int]] = []
+    for system_id in system_ids(store):
+        latest = card_history(store, system_id)[-1]
+        rows.append(
+            {
+                "system": system_id,
+                "name": latest.card.name,
+                "version": latest.card.version,
+                "entry": latest.entry.index,
+            }
+        )
+    return rows
