@@ -21,6 +21,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import TokenFile, require
+from api.metrics import CONTENT_TYPE as METRICS_TYPE
+from api.metrics import Counters
+from api.metrics import render as render_metrics
 from api.problems import Conflict, NotFound, TooLarge, Unprocessable, install, problem
 from api.settings import get_settings
 from evidence.canonical import parse_json
@@ -56,6 +59,7 @@ class Stores:
         self._lock = threading.Lock()
         self._read: Store | None = None
         self._write: Store | None = None
+        self.counters = Counters()
 
     def read(self) -> Store:
         with self._lock:
@@ -309,8 +313,14 @@ def _append(stores: Stores, envelope: Envelope) -> dict[str, Any]:
     store = stores.write()
     existing = _already_logged(store, envelope)
     if existing is not None:
+        stores.counters.add(refused=1)
         raise Conflict(f"this envelope is already in the log at entry {existing}")
-    result = store.append_envelopes([envelope], labels=["envelope"])
+    try:
+        result = store.append_envelopes([envelope], labels=["envelope"])
+    except AnnexError:
+        stores.counters.add(refused=1)
+        raise
+    stores.counters.add(appended=1)
     index = result.first_index
     proof = store.inclusion_proof(index, result.checkpoint.size)
     return {
@@ -401,6 +411,17 @@ def _health_routes(router: APIRouter) -> None:
         return JSONResponse({"status": "ready", "size": size})
 
 
+def _metrics_routes(router: APIRouter) -> None:
+    @router.get(
+        f"{PREFIX}/metrics",
+        dependencies=read,
+        summary="Prometheus metrics: log size, checkpoint age, API appends",
+        response_class=PlainTextResponse,
+    )
+    def metrics(stores: StoresDep) -> Response:
+        return Response(render_metrics(stores.read(), stores.counters), media_type=METRICS_TYPE)
+
+
 # -- the app -------------------------------------------------------------------------------------
 
 PUBLIC_PATHS = frozenset(
@@ -438,6 +459,6 @@ def create_app(home: Home | None = None) -> FastAPI:
     install(app)
     # Routes go straight on the app's router (no include_router), so app.routes lists each one
     # and the test that walks them sees every route a change adds.
-    for add in (_health_routes, _entries_routes, _append_routes, _log_routes):
+    for add in (_health_routes, _entries_routes, _append_routes, _log_routes, _metrics_routes):
         add(app.router)
     return app

@@ -292,3 +292,26 @@ def test_annex_serve_answers_over_http(sqlite_home: Home, tmp_path: Path) -> Non
         server.terminate()
         output, _ = server.communicate(timeout=10)
     assert secret not in output
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in the metrics:\n{text}")
+
+
+def test_metrics_count_the_log_and_the_api_appends(api: Api) -> None:
+    before = api.get("/metrics")
+    assert before.status_code == 200, before.text
+    assert before.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert _metric(before.text, "annex_log_entries") == api.size()
+    assert 0 <= _metric(before.text, "annex_checkpoint_age_seconds") < 3600
+    signer = collector(api.home)
+    body = envelope_bytes(signer, 1)
+    assert api.post("/entries", body).status_code == 201
+    assert api.post("/entries", body).status_code == 409  # a replay is refused and counted
+    after = api.get("/metrics").text
+    assert _metric(after, "annex_api_envelopes_appended_total") == 1
+    assert _metric(after, "annex_api_envelopes_refused_total") == 1
+    assert _metric(after, "annex_log_entries") == api.size()
