@@ -18,10 +18,10 @@ from api.cli_base import HomeOpt, JsonOpt, app, command, open_home
 from api.output import print_json, stdout
 from api.settings import get_settings
 from evidence.errors import InputError
-from evidence.home import Home
 from evidence.keys import TrustIndex, load_trust
 from reports.document import Coverage, Document
 from reports.dossier import Issued, PdfSigner, beside, issue
+from reports.lineage import entries_of
 from reports.render import render_html, write_atomically
 from schemas.report import REPORT
 
@@ -71,13 +71,16 @@ def _signer(home: Path | None, cert: Path | None, key: Path | None) -> PdfSigner
 
 
 def _issue(
-    target: Home,
+    home: Path | None,
     build: Any,
     out: Path | None,
     html: Path | None,
-    signer: PdfSigner | None,
+    sign: tuple[Path | None, Path | None],
     json_out: bool,
 ) -> None:
+    """Checks the signing options, then builds the document, issues it and reports."""
+    signer = _signer(home, *sign)
+    target = open_home(home)
     with target.open_store(write=True) as store:
         doc: Document = build(store)
         path = out or Path(f"{doc.kind}-{doc.system.id if doc.system else 'all'}.pdf")
@@ -127,13 +130,12 @@ def report_annex_iv(
     """EU AI Act Annex IV technical documentation of a system, as a verifiable PDF dossier."""
     from reports.annex_iv import build_annex_iv
 
-    signer = _signer(home, sign_cert, sign_key)
     _issue(
-        open_home(home),
+        home,
         lambda store: build_annex_iv(store, system, at=at),
         output,
         html,
-        signer,
+        (sign_cert, sign_key),
         json_out,
     )
 
@@ -166,13 +168,12 @@ def report_oversight(
         raise InputError(f"--to {end} is before --from {start}")
     since = datetime.combine(first, time(), UTC)
     until = datetime.combine(last + timedelta(days=1), time(), UTC)
-    signer = _signer(home, sign_cert, sign_key)
     _issue(
-        open_home(home),
+        home,
         lambda store: build_oversight(store, system, since, until, at=at),
         output,
         html,
-        signer,
+        (sign_cert, sign_key),
         json_out,
     )
 
@@ -193,13 +194,12 @@ def report_ropa(
     """GDPR Art 30 record of processing: the inference logging and the evidence store itself."""
     from reports.gdpr import build_ropa
 
-    signer = _signer(home, sign_cert, sign_key)
     _issue(
-        open_home(home),
+        home,
         lambda store: build_ropa(store, system_id=system, at=at),
         output,
         html,
-        signer,
+        (sign_cert, sign_key),
         json_out,
     )
 
@@ -218,13 +218,12 @@ def report_dpia_inputs(
     """The facts a GDPR Art 35 DPIA needs that the log holds, and what it lacks."""
     from reports.gdpr import build_dpia_inputs
 
-    signer = _signer(home, sign_cert, sign_key)
     _issue(
-        open_home(home),
+        home,
         lambda store: build_dpia_inputs(store, system, at=at),
         output,
         html,
-        signer,
+        (sign_cert, sign_key),
         json_out,
     )
 
@@ -234,21 +233,18 @@ def report_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Every report the log has issued: kind, system, PDF digest, checkpoint."""
     rows: list[dict[str, Any]] = []
     with open_home(home).open_store() as store:
-        after: int | None = None
-        while page := store.query(predicate_type=REPORT, after=after, limit=500):
-            for entry in page:
-                p = entry.statement["predicate"]
-                rows.append(
-                    {
-                        "index": entry.index,
-                        "kind": p["kind"],
-                        "system": (p.get("system") or {}).get("id"),
-                        "pdf": p["pdf"],
-                        "checkpoint": p["checkpoint"]["size"],
-                        "loggedAt": entry.logged_at.isoformat(),
-                    }
-                )
-            after = page[-1].index
+        for entry in entries_of(store, REPORT):
+            p = entry.statement["predicate"]
+            rows.append(
+                {
+                    "index": entry.index,
+                    "kind": p["kind"],
+                    "system": (p.get("system") or {}).get("id"),
+                    "pdf": p["pdf"],
+                    "checkpoint": p["checkpoint"]["size"],
+                    "loggedAt": entry.logged_at.isoformat(),
+                }
+            )
     if json_out:
         print_json(rows)
         return

@@ -20,6 +20,8 @@ from reports.document import Block, Document, Facts, Gap, Item, Paragraph, Point
 from reports.evidence_query import bullets, collected, day, declared, percent, system_ref
 from reports.system_evidence import Found, SystemEvidence, gather
 from schemas.eval_run import EvalRunPredicate
+from schemas.incident import IncidentPredicate
+from schemas.model import ModelManifestPredicate
 from schemas.system_card import ResolvedComponent, SystemCard
 
 MAX_ROWS = 20
@@ -384,7 +386,7 @@ def p1f_to_h(ev: SystemEvidence) -> list[Point]:
 # -- 2 Development ------------------------------------------------------------------------------
 
 
-def _manifest_facts(found: Found) -> Facts:  # type: ignore[type-arg]
+def _manifest_facts(found: Found[ModelManifestPredicate]) -> Facts:
     p = found.predicate
     rows = [
         ("kind", p.kind),
@@ -1220,7 +1222,7 @@ def p9(ev: SystemEvidence) -> Point:
             )
         )
     if ev.incidents:
-        newest_incident: dict[str, Found] = {}  # type: ignore[type-arg]
+        newest_incident: dict[str, Found[IncidentPredicate]] = {}
         for f in ev.incidents:
             newest_incident[f.predicate.incident_id] = f
         rows3 = [

@@ -11,7 +11,6 @@ so a report never shows a blank or placeholder where evidence should be.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,10 +58,6 @@ class Citation:
         """The predicate's short name: `gpu-inventory` for .../predicates/gpu-inventory/v1."""
         parts = self.predicate_type.rstrip("/").split("/")
         return parts[-2] if len(parts) >= 2 and parts[-1].startswith("v") else parts[-1]
-
-    @property
-    def leaf_hash_b64(self) -> str:
-        return base64.b64encode(bytes.fromhex(self.digest)).decode()
 
 
 # -- blocks: what an item shows ---------------------------------------------------------------

@@ -22,7 +22,7 @@ from reports.document import (
     Source,
     SystemRef,
 )
-from reports.systems import CardVersion, card_history
+from reports.systems import CardVersion, known_history
 from schemas.inference import INFERENCE_BATCH, InferenceBatchPredicate
 from schemas.statement import parse_timestamp
 
@@ -84,15 +84,7 @@ def system_ref(version: CardVersion) -> SystemRef:
 
 def history(store: Store, system_id: str, size: int) -> list[CardVersion]:
     """Every card version below `size`; InputError naming the known systems when there is none."""
-    found = card_history(store, system_id, size=size)
-    if not found:
-        from reports.systems import system_ids
-
-        known = ", ".join(system_ids(store, size=size)) or "none yet: annex system add CARD.yaml"
-        raise InputError(
-            f"no system {system_id!r} in the log at checkpoint {size}; systems: {known}"
-        )
-    return found
+    return known_history(store, system_id, size=size)
 
 
 def model_digests(versions: Iterable[CardVersion]) -> set[str]:

@@ -42,13 +42,18 @@ def card_history(store: Store, system_id: str, *, size: int | None = None) -> li
     return found
 
 
-def latest_card(store: Store, system_id: str, *, size: int | None = None) -> CardVersion:
+def known_history(store: Store, system_id: str, *, size: int | None = None) -> list[CardVersion]:
+    """`card_history`, or InputError naming the systems the log does hold."""
     history = card_history(store, system_id, size=size)
     if not history:
         known = ", ".join(system_ids(store, size=size)) or "none yet: annex system add CARD.yaml"
         at = "" if size is None else f" at checkpoint {size}"
         raise InputError(f"no system {system_id!r} in the log{at}; systems: {known}")
-    return history[-1]
+    return history
+
+
+def latest_card(store: Store, system_id: str, *, size: int | None = None) -> CardVersion:
+    return known_history(store, system_id, size=size)[-1]
 
 
 def system_ids(store: Store, *, size: int | None = None) -> list[str]:
