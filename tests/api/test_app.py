@@ -134,7 +134,7 @@ def test_entries_of_a_system(api: Api) -> None:
 
 def test_system_pages_with_a_bounded_scan(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """With a scan of one entry a request, pages are short but the cursor reaches every match."""
-    monkeypatch.setattr("api.app.SYSTEM_SCAN", 1)
+    monkeypatch.setattr("api.state.SYSTEM_SCAN", 1)
     seen: list[int] = []
     after, requests = None, 0
     while requests < 100:

@@ -1,0 +1,255 @@
+"""Routes over the log's entries: list with filters and a cursor, one entry, its inclusion proof,
+and appending an envelope a trusted collector signed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.concurrency import run_in_threadpool
+
+from api import state
+from api.problems import Conflict, NotFound, Unprocessable
+from api.state import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    PREFIX,
+    SYSTEM_FIELD_KINDS,
+    Stores,
+    StoresDep,
+    aware,
+    b64,
+    read,
+    read_body,
+    write,
+)
+from evidence.canonical import parse_json
+from evidence.dsse import Envelope
+from evidence.entry import Entry
+from evidence.errors import AnnexError, InputError
+from evidence.merkle import leaf_hash
+from evidence.store import Store
+from schemas.system_card import SUBJECT_PREFIX
+
+# -- entries -------------------------------------------------------------------------------------
+
+
+def _system_page(
+    store: Store, system: str, filters: dict[str, Any], after: int | None, limit: int
+) -> tuple[list[Entry], int | None]:
+    """Entries about one system, and the next cursor: subject `system:<id>` (cards, reports) or,
+    for oversight events and incidents, predicate `system` equal to the id.
+
+    Each of those kinds scans at most SYSTEM_SCAN entries a request; the page then ends where
+    the shortest scan stopped and `next` points there, so a page may be short (even empty) with a
+    `next`, and the cursor never skips an entry.
+    """
+    found = store.query(subject_name=SUBJECT_PREFIX + system, after=after, limit=limit, **filters)
+    stop: int | None = None
+    wanted = filters.get("predicate_type")
+    for kind in SYSTEM_FIELD_KINDS:
+        if wanted is not None and wanted != kind:
+            continue
+        hits, reached = _scan_kind(store, system, {**filters, "predicate_type": kind}, after, limit)
+        found.extend(hits)
+        if reached is not None:
+            stop = reached if stop is None else min(stop, reached)
+    merged = sorted({e.index: e for e in found}.values(), key=lambda e: e.index)
+    if stop is not None:
+        merged = [e for e in merged if e.index <= stop]
+    page = merged[:limit]
+    if len(page) == limit:
+        return page, page[-1].index
+    return page, stop
+
+
+def _scan_kind(
+    store: Store, system: str, filters: dict[str, Any], after: int | None, limit: int
+) -> tuple[list[Entry], int | None]:
+    """Matches after the cursor naming `system` in the predicate; and the last index scanned
+    when the scan stopped before the end of the log (a full page, or state.SYSTEM_SCAN reached)."""
+    hits: list[Entry] = []
+    scanned = 0
+    cursor = after
+    while True:
+        room = min(MAX_PAGE, state.SYSTEM_SCAN - scanned)
+        batch = store.query(after=cursor, limit=room, **filters)
+        if not batch:
+            return hits, None
+        hits.extend(e for e in batch if e.statement.get("predicate", {}).get("system") == system)
+        cursor = batch[-1].index
+        scanned += len(batch)
+        if len(hits) >= limit or scanned >= state.SYSTEM_SCAN:
+            return hits, cursor
+
+
+def _entry_json(entry: Entry) -> dict[str, Any]:
+    data = entry.to_json()
+    data["envelope"] = entry.envelope.to_dict()
+    return data
+
+
+def _get_entry(store: Store, index: int) -> Entry:
+    """The entry, or 404 (the store's own refusal is a 400, right for the CLI)."""
+    found = store.query(after=index - 1, limit=1) if index >= 0 else []
+    if not found or found[0].index != index:
+        raise NotFound(f"no entry {index}: the log holds {store.size()} entries")
+    return found[0]
+
+
+def add_entries(router: APIRouter) -> None:
+    @router.get(f"{PREFIX}/entries", dependencies=read, summary="Entries, filtered, in index order")
+    def list_entries(
+        stores: StoresDep,
+        predicate_type: Annotated[str | None, Query(alias="predicateType")] = None,
+        subject_digest: Annotated[
+            str | None, Query(alias="subjectDigest", description="hex, or algorithm:hex")
+        ] = None,
+        since: Annotated[datetime | None, Query(description="logged at or after")] = None,
+        until: Annotated[datetime | None, Query(description="logged before")] = None,
+        system: Annotated[str | None, Query(description="a system id")] = None,
+        after: Annotated[
+            int | None, Query(ge=-1, description="cursor: the last index seen")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+    ) -> dict[str, Any]:
+        store = stores.read()
+        filters: dict[str, Any] = {
+            "predicate_type": predicate_type,
+            "subject_digest": subject_digest,
+            "logged_since": aware(since),
+            "logged_until": aware(until),
+        }
+        if system is None:
+            page = store.query(after=after, limit=limit, **filters)
+            following = page[-1].index if len(page) == limit else None
+        else:
+            page, following = _system_page(store, system, filters, after, limit)
+        return {"entries": [_entry_json(e) for e in page], "next": following}
+
+    @router.get(
+        f"{PREFIX}/entries/{{index}}", dependencies=read, summary="One entry and its envelope"
+    )
+    def get_entry(stores: StoresDep, index: int) -> dict[str, Any]:
+        return _entry_json(_get_entry(stores.read(), index))
+
+    @router.get(
+        f"{PREFIX}/entries/{{index}}/proof",
+        dependencies=read,
+        summary="Inclusion proof (C2SP tlog-proof) against a signed checkpoint",
+        responses={200: {"content": {"text/plain": {}}}},
+    )
+    def get_proof(
+        stores: StoresDep,
+        index: int,
+        tree_size: Annotated[int | None, Query(alias="treeSize", ge=1)] = None,
+        format: Literal["json", "text"] = "json",
+    ) -> Response:
+        store = stores.read()
+        if tree_size is None and not 0 <= index < store.size():
+            raise NotFound(f"no entry {index}: the log holds {store.size()} entries")
+        proof = store.inclusion_proof(index, tree_size)
+        if format == "text":
+            return PlainTextResponse(proof.format())
+        return JSONResponse(
+            {
+                "index": proof.index,
+                "hashes": [b64(h) for h in proof.hashes],
+                "checkpoint": proof.checkpoint,
+                "tlog_proof": proof.format(),
+            }
+        )
+
+
+# -- appending -----------------------------------------------------------------------------------
+
+
+def _parse_envelope(body: bytes) -> Envelope:
+    try:
+        return Envelope.from_dict(parse_json(body, what="request body"), what="envelope")
+    except InputError as exc:
+        raise Unprocessable(str(exc)) from None
+
+
+def _already_logged(store: Store, envelope: Envelope) -> int | None:
+    """The index of an entry with this envelope's leaf hash, found through its first subject.
+
+    Not atomic with the append: two identical envelopes posted at the same instant can both be
+    appended. A unique leaf index checked in the sequencer would close that (evidence/store.py).
+    """
+    leaf = leaf_hash(envelope.canonical())
+    try:
+        statement = parse_json(envelope.payload, what="envelope payload")
+        subject = statement["subject"][0]
+        algorithm, digest = sorted(subject["digest"].items())[0]
+        predicate_type = statement["predicateType"]
+    except (InputError, KeyError, IndexError, TypeError, AttributeError):
+        return None  # malformed: the append refuses it with a precise message
+    after = None
+    while page := store.query(
+        predicate_type=predicate_type,
+        subject_digest=f"{algorithm}:{digest}",
+        after=after,
+        limit=MAX_PAGE,
+    ):
+        for entry in page:
+            if entry.leaf_hash == leaf:
+                return entry.index
+        after = page[-1].index
+    return None
+
+
+def add_append(router: APIRouter) -> None:
+    envelope_body = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["payload", "payloadType", "signatures"],
+                        "properties": {
+                            "payload": {"type": "string"},
+                            "payloadType": {"type": "string"},
+                            "signatures": {"type": "array", "items": {"type": "object"}},
+                        },
+                    }
+                }
+            },
+        }
+    }
+
+    @router.post(
+        f"{PREFIX}/entries",
+        dependencies=write,
+        status_code=201,
+        summary="Append a DSSE envelope signed by a trusted collector key",
+        openapi_extra=envelope_body,
+    )
+    async def post_entry(request: Request, stores: StoresDep) -> dict[str, Any]:
+        envelope = _parse_envelope(await read_body(request))
+        return await run_in_threadpool(_append, stores, envelope)
+
+
+def _append(stores: Stores, envelope: Envelope) -> dict[str, Any]:
+    store = stores.write()
+    existing = _already_logged(store, envelope)
+    if existing is not None:
+        stores.counters.add(refused=1)
+        raise Conflict(f"this envelope is already in the log at entry {existing}")
+    try:
+        result = store.append_envelopes([envelope], labels=["envelope"])
+    except AnnexError:
+        stores.counters.add(refused=1)
+        raise
+    stores.counters.add(appended=1)
+    index = result.first_index
+    proof = store.inclusion_proof(index, result.checkpoint.size)
+    return {
+        "index": index,
+        "leaf_hash": b64(result.leaf_hashes[0]),
+        "checkpoint": result.checkpoint.note,
+        "tlog_proof": proof.format(),
+    }

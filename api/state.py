@@ -1,0 +1,90 @@
+"""What every route module shares: the app's store handles, the scope dependencies, the limits
+on work per request, and the small encoders the JSON bodies use."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from api.auth import require
+from api.metrics import Counters
+from api.problems import TooLarge
+from evidence.home import Home
+from evidence.store import Store
+from schemas.incident import INCIDENT
+from schemas.oversight import OVERSIGHT_EVENT
+
+PREFIX = "/api/v1"
+MAX_PAGE = 500
+DEFAULT_PAGE = 100
+MAX_BODY = 1 << 20
+SYSTEM_SCAN = 5_000
+# Kinds that name their system in the predicate's `system` field rather than as a subject.
+SYSTEM_FIELD_KINDS = (OVERSIGHT_EVENT, INCIDENT)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class Stores:
+    """The app's two store handles, opened on first use: reading needs no signing key."""
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self._lock = threading.Lock()
+        self._read: Store | None = None
+        self._write: Store | None = None
+        self.counters = Counters()
+
+    def read(self) -> Store:
+        with self._lock:
+            if self._read is None:
+                self._read = self.home.open_store()
+            return self._read
+
+    def write(self) -> Store:
+        with self._lock:
+            if self._write is None:
+                self._write = self.home.open_store(write=True)
+            return self._write
+
+    def close(self) -> None:
+        for store in (self._read, self._write):
+            if store is not None:
+                store.close()
+
+
+def stores_of(request: Request) -> Stores:
+    stores: Stores = request.app.state.stores
+    return stores
+
+
+StoresDep = Annotated[Stores, Depends(stores_of)]
+read = [Depends(require("read"))]
+write = [Depends(require("write"))]
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """A time without an offset is taken as UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused with 413 past MAX_BODY whether or not Content-Length says so."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise TooLarge(f"the body is {declared} bytes; the limit is {MAX_BODY}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise TooLarge(f"the body exceeds the limit of {MAX_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
