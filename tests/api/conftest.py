@@ -71,6 +71,8 @@ class Annex:
             "HOME": str(user_home),
             "ANNEX_HOME": str(self.home),
         }
+        if "PYTHONPATH" in os.environ:  # a checkout other than the installed one
+            base["PYTHONPATH"] = os.environ["PYTHONPATH"]
         return {**base, **self.extra}
 
     def with_env(self, **extra: str) -> Annex:
