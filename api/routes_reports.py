@@ -5,8 +5,10 @@ Where issued reports live: `reports/<index>/` under the data directory, one fold
 entry, holding `<kind>-<system|all>.pdf` and, beside it, `.bundle.json` and `.receipt.json` as
 `annex report` writes them. A job renders into `reports/.staging/<job>/` and renames that folder
 to the entry's index once the entry is logged, so a folder named for an index only ever holds a
-complete, logged report. Reports issued elsewhere (by the CLI into another folder, or on another
-host) are listed from the log with `on_server: false`.
+complete, logged report. A failure after the PDF was written, or a crash before the rename,
+leaves the job's folder under `.staging/` for the operator. Reports whose folder is not here
+(issued by the CLI into another folder, on another host, or caught by such a crash) are listed
+from the log with `on_server: false`.
 
 Every file served is checked first: the PDF and bundle must have the size and SHA-256 the log
 holds, the receipt must carry the entry's own envelope; a file that differs is never served (a
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 
@@ -39,7 +42,7 @@ from api.problems import NotFound, Unprocessable, problem
 from api.settings import get_settings
 from api.state import DEFAULT_PAGE, MAX_PAGE, PREFIX, Stores, StoresDep, read, read_body
 from evidence.entry import Entry, rfc3339
-from evidence.errors import AnnexError, InputError
+from evidence.errors import AnnexError, ConfigError, InputError
 from evidence.home import Home
 from evidence.keys import TrustIndex
 from evidence.store import Store
@@ -416,13 +419,14 @@ def generate(stores: Stores, body: ReportRequest, job_id: str) -> dict[str, Any]
             sign=_signer(),
         )
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not (staging / name).exists():  # else it may be logged: keep it for the operator
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     final = reports_dir(stores.home) / str(issued.index)
     try:
         os.rename(staging, final)
     except OSError as exc:
-        raise FileOnDiskChanged(
+        raise ConfigError(
             f"report entry {issued.index} is logged, but its files could not be moved from "
             f"{staging} to {final}: {exc.strerror}"
         ) from None
@@ -472,11 +476,7 @@ def add_report_jobs(router: APIRouter) -> None:
             refused.headers["Retry-After"] = str(RETRY_AFTER_S)
             return refused
         location = f"{PREFIX}/jobs/{job.id}"
-        answer = Response(
-            json.dumps(_job_json(job)), status_code=202, media_type="application/json"
-        )
-        answer.headers["Location"] = location
-        return answer
+        return JSONResponse(_job_json(job), status_code=202, headers={"Location": location})
 
     @router.get(f"{PREFIX}/jobs/{{job_id}}", dependencies=report, summary="A job's state")
     def get_job(job_id: str, jobs: JobsDep) -> dict[str, Any]:

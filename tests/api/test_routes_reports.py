@@ -158,6 +158,19 @@ def test_a_generated_report_downloads_and_verifies_offline(
     assert result["bundle_beside_checked"] is True and result["receipt"] is not None
 
 
+def test_a_record_of_processing_for_every_system_is_filed_under_all(api: Api) -> None:
+    posted = api.post("/reports", {"kind": "ropa"})
+    assert posted.status_code == 202, posted.text
+    job = api.wait(posted.headers["location"])
+    assert job["status"] == "done", job
+    assert job["params"] == {"kind": "ropa"} and job["result"]["system"] is None
+    listed = api.get("/reports", system="all").json()["reports"]
+    assert [(r["index"], r["kind"], r["on_server"]) for r in listed] == [
+        (job["result"]["index"], "ropa", True)
+    ]
+    assert not any((api.home.path / "reports" / ".staging").iterdir())
+
+
 # -- refusals at POST time and the queue ---------------------------------------------------------
 
 
