@@ -54,8 +54,11 @@ def create_app(home: Home | None = None) -> FastAPI:
     stores = Stores(chosen)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(started: FastAPI) -> AsyncIterator[None]:
         yield
+        jobs = getattr(started.state, "jobs", None)
+        if jobs is not None:
+            jobs.close()
         stores.close()
 
     app = FastAPI(
