@@ -11,7 +11,11 @@ ingest`, `annex collect inference-log`), signed with the service's own key, off 
 The whole body is checked before anything is logged, so a refusal (413, 422) appends nothing;
 what the log already holds is answered 200 with its entries and not logged again, a new append
 201. Two identical requests at the same instant are serialised by a lock in this process (the
-feed and inference collectors also re-check under the store's lock; the lineage one does not).
+oversight collector also re-checks under the store's lock; the lineage and inference ones do not,
+so two service processes can still log the same bytes twice if they race).
+
+An inference log is spooled to a private temporary directory (mode 0700), never held in memory,
+and deleted when the request ends; its content never enters the log (the collector's promise).
 
 The request log gets counts, entry indices and digests only: never a token, a reviewer or caller
 id, nor any of the body.
@@ -47,6 +51,7 @@ from collectors.oversight import ingest_feed
 from evidence.blobs import BlobStore
 from evidence.canonical import parse_json
 from evidence.errors import AnnexError, CollectorError, InputError
+from evidence.home import Home
 from evidence.keys import utc_now
 from evidence.store import Store
 from evidence.vault import Vault
@@ -69,9 +74,13 @@ _RUN = re.compile(r"^run:(\d{1,18})$")
 
 @contextmanager
 def _refusals(stores: Stores) -> Iterator[None]:
-    """Counts a refused request; a malformed body (InputError, CollectorError) becomes a 422."""
+    """Counts a refused request; a malformed body (InputError, CollectorError) becomes a 422,
+    and so does JSON nested past Python's recursion limit (the parsers raise RecursionError)."""
     try:
         yield
+    except RecursionError:
+        stores.counters.add(refused=1)
+        raise Unprocessable(f"{BODY}: JSON nested too deeply to parse") from None
     except AnnexError as exc:
         stores.counters.add(refused=1)
         if type(exc) in (InputError, CollectorError):
@@ -158,6 +167,21 @@ def _log_lineage(stores: Stores, lock: threading.Lock, data: bytes) -> tuple[dic
     return body, len(statements)
 
 
+class FirstVault:
+    """Opens the vault once, under a lock, before requests use it concurrently: the vault makes
+    its master key on first open, and another opener at that instant can read it still empty."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready = False
+
+    def ensure(self, home: Home) -> None:
+        with self._lock:
+            if not self._ready:
+                Vault.open(home.path / "vault").close()
+                self._ready = True
+
+
 # -- oversight events ----------------------------------------------------------------------------
 
 
@@ -187,7 +211,7 @@ def _log_oversight(stores: Stores, data: bytes) -> tuple[dict[str, Any], int]:
             raise InputError(str(exc).replace(f"{BODY} line ", f"{BODY} item ", 1)) from None
         raise
     stores.counters.add(appended=done.count)
-    entries = list(range(done.first_index, done.first_index + max(done.count, 1)))
+    entries = list(range(done.first_index, done.first_index + done.count))
     log.info(
         "oversight: feed sha256 %s, %d event(s) appended, already logged: %s",
         done.digest[:16],
@@ -197,7 +221,7 @@ def _log_oversight(stores: Stores, data: bytes) -> tuple[dict[str, Any], int]:
     body = {
         "first_index": done.first_index,
         "count": done.count,
-        "entries": [] if done.already else entries,
+        "entries": entries,
         "already_logged": done.already,
         "sha256": done.digest,
     }
@@ -392,7 +416,8 @@ def _json_body(description: str) -> dict[str, Any]:
 
 
 def add_ingest(router: APIRouter) -> None:
-    lock = threading.Lock()
+    lineage_lock, inference_lock = threading.Lock(), threading.Lock()
+    first_vault = FirstVault()
 
     @router.post(
         f"{PREFIX}/lineage",
@@ -405,7 +430,7 @@ def add_ingest(router: APIRouter) -> None:
     async def post_lineage(request: Request, stores: StoresDep) -> JSONResponse:
         with _refusals(stores):
             data = _decoded(await read_body(request), request.headers.get("content-encoding"))
-            body, appended = await run_in_threadpool(_log_lineage, stores, lock, data)
+            body, appended = await run_in_threadpool(_log_lineage, stores, lineage_lock, data)
         return _created(body, appended)
 
     @router.post(
@@ -419,6 +444,7 @@ def add_ingest(router: APIRouter) -> None:
     async def post_oversight(request: Request, stores: StoresDep) -> JSONResponse:
         with _refusals(stores):
             data = await read_body(request)
+            await run_in_threadpool(first_vault.ensure, stores.home)
             body, appended = await run_in_threadpool(_log_oversight, stores, data)
         return _created(body, appended)
 
@@ -452,8 +478,9 @@ def add_ingest(router: APIRouter) -> None:
             )
             with tempfile.TemporaryDirectory(prefix="annex-upload-") as folder:
                 spooled, sha = await _spool(request, Path(folder))
+                await run_in_threadpool(first_vault.ensure, stores.home)
                 body, appended = await run_in_threadpool(
-                    _log_inference, stores, lock, spooled, sha, options
+                    _log_inference, stores, inference_lock, spooled, sha, options
                 )
         return _created(body, appended)
 

@@ -9,6 +9,7 @@ import gzip
 import json
 import logging
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
@@ -329,6 +330,29 @@ def test_inference_refusals_append_nothing(api: Ingest, monkeypatch: pytest.Monk
     assert api.size() == size
     with api.home.open_store() as store:
         assert store.query(predicate_type=INFERENCE_BATCH, limit=1) == []
+
+
+def test_concurrent_identical_posts_are_logged_once(api: Ingest) -> None:
+    size = api.size()
+    bodies = {
+        "/lineage": CLIENT_BODY.encode(),
+        "/oversight/events": jsonl(feed_line()),
+        "/inference/batches": jsonl(request_line(1)),
+    }
+    with ThreadPoolExecutor(4) as pool:
+        for path, body in bodies.items():
+            answers = list(pool.map(api.post, [path] * 4, [body] * 4))
+            assert sorted(a.status_code for a in answers) == [200, 200, 200, 201], path
+    assert api.size() == size + 3
+
+
+def test_deeply_nested_json_is_refused_not_a_crash(api: Ingest) -> None:
+    size = api.size()
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000):
+        for path in ("/lineage", "/oversight/events", "/inference/batches"):
+            answer = api.post(path, body)
+            assert answer.status_code == 422, (path, answer.text[:200])
+    assert api.size() == size
 
 
 # -- the request log -----------------------------------------------------------------------------
