@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
@@ -19,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from api.app import MAX_BODY, create_app
 from api.auth import TokenFile
+from collectors.datasets import collect_dataset
 from evidence.home import Home
 from evidence.verify import verify_log
 from schemas.inference import INFERENCE_BATCH
@@ -233,6 +235,23 @@ def test_lineage_graph_of_a_digest(api: Ingest) -> None:
     refused(api.get(f"/lineage/sha256:{'0' * 64}"), 404, "not in the lineage graph")
     refused(api.get("/lineage/tickets"), 422, "64 hex digits")
     assert api.get(f"/lineage/{clean}", depth=17).status_code == 422
+
+
+def test_lineage_joins_a_collected_dataset(api: Ingest, tmp_path: Path) -> None:
+    """An OpenLineage `file` dataset at the path a dataset was collected from is that dataset."""
+    folder = tmp_path / "tickets"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text('{"text": "a ticket"}\n', encoding="utf-8")
+    with api.home.open_store(write=True) as store:
+        index = store.append([collect_dataset(folder)]).first_index
+        dataset = store.get(index).statement["subject"][0]["digest"]["sha256"]
+    job = api.post("/lineage", json.dumps(event("r1", "train", [str(folder)], ["/model"])))
+    found = api.get(f"/lineage/sha256:{dataset}").json()
+    assert found["subject"]["kind"] == "dataset" and index in found["subject"]["entries"]
+    model = f"sha256:{name_digest(subject_name('file', '/model'))}"
+    assert found["upstream"] == [] and found["downstream"][-1] == model
+    assert {e["relation"] for e in found["edges"]} == {"ol-input", "ol-output"}
+    assert all(e["entries"] == [job.json()["index"]] for e in found["edges"])
 
 
 # -- oversight events ----------------------------------------------------------------------------
