@@ -402,6 +402,19 @@ def neighbourhood(graph: Graph, node_id: str, depth: int) -> dict[str, Any]:
 # -- the routes ----------------------------------------------------------------------------------
 
 
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The refusals a route answers with, each an RFC 9457 problem body."""
+    said = {
+        401: "no bearer token, or an unknown or revoked one",
+        403: "the token lacks the route's scope",
+        404: "the log does not know this digest",
+        413: "the body is over the route's size limit",
+        422: "the body or a parameter is malformed; nothing was logged",
+    }
+    body = {"content": {"application/problem+json": {"schema": {"type": "object"}}}}
+    return {status: {"description": said[status], **body} for status in statuses}
+
+
 def _json_body(description: str) -> dict[str, Any]:
     return {
         "requestBody": {
@@ -424,7 +437,10 @@ def add_ingest(router: APIRouter) -> None:
         dependencies=write,
         status_code=201,
         summary="Log OpenLineage run events (where OpenLineage's HTTP transport posts)",
-        responses={200: {"description": "every event was already in the log"}},
+        responses={
+            200: {"description": "every event was already in the log"},
+            **_problems(401, 403, 413, 422),
+        },
         openapi_extra=_json_body("One RunEvent, a JSON array of them, or JSON Lines."),
     )
     async def post_lineage(request: Request, stores: StoresDep) -> JSONResponse:
@@ -438,7 +454,10 @@ def add_ingest(router: APIRouter) -> None:
         dependencies=write,
         status_code=201,
         summary="Log a feed of human-oversight events as one batch (reviewers pseudonymised)",
-        responses={200: {"description": "this feed was already logged"}},
+        responses={
+            200: {"description": "this feed was already logged"},
+            **_problems(401, 403, 413, 422),
+        },
         openapi_extra=_json_body("JSON Lines, one event a line, or a JSON array of events."),
     )
     async def post_oversight(request: Request, stores: StoresDep) -> JSONResponse:
@@ -453,7 +472,10 @@ def add_ingest(router: APIRouter) -> None:
         dependencies=write,
         status_code=201,
         summary="Log an inference log (JSON Lines) as batch digests; content never logged",
-        responses={200: {"description": "these bytes were already logged"}},
+        responses={
+            200: {"description": "these bytes were already logged"},
+            **_problems(401, 403, 413, 422),
+        },
         openapi_extra=_json_body(
             f"JSON Lines, one request a line; at most {MAX_INFERENCE_BODY} bytes."
         ),
@@ -492,6 +514,7 @@ def add_lineage(router: APIRouter) -> None:
         f"{PREFIX}/lineage/{{digest}}",
         dependencies=read,
         summary="Lineage graph of a dataset, model or adapter digest, up- and downstream",
+        responses=_problems(401, 403, 404, 422),
     )
     def get_lineage(
         stores: StoresDep,
