@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from api import routes_entries, routes_log, routes_reports
+from api import routes_entries, routes_ingest, routes_log, routes_reports
 from api.auth import TokenFile
 from api.problems import install
 from api.settings import get_settings
@@ -34,6 +34,8 @@ ROUTE_GROUPS: tuple[Callable[[APIRouter], None], ...] = (
     routes_reports.add_reports,
     routes_reports.add_report_jobs,
     routes_reports.add_gate,
+    routes_ingest.add_ingest,
+    routes_ingest.add_lineage,
 )
 
 # -- the app -------------------------------------------------------------------------------------
