@@ -231,27 +231,40 @@ def missed_gaps(missed: Missed) -> list[Gap]:
     return gaps
 
 
-def sweep_gaps(
+REPORT_WINDOW = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class SweepEvidence:
+    """For a report: the missed-run gaps of a system's sweeps and their runs in the window."""
+
+    gaps: tuple[Gap, ...]
+    runs: tuple[Run, ...]
+
+
+def sweep_evidence(
     store: Store,
     *,
     system: str | None,
     size: int,
     until: datetime,
-    window: timedelta,
+    window: timedelta = REPORT_WINDOW,
     declared: Iterable[Schedule] = (),
-) -> tuple[list[Gap], list[Run]]:
-    """Missed-run gaps of the sweeps for `system` (and fleet-wide ones), and their runs."""
+) -> SweepEvidence:
+    """The sweeps for `system` and the fleet-wide ones (no system), as the log below `size`
+    shows them over `window` before `until`."""
     runs = runs_by_sweep(store, size=size)
+    since = until - window
     gaps: list[Gap] = []
     cited: list[Run] = []
     for name, schedule in sorted(schedules_of(runs, declared).items()):
         if schedule.system not in (None, system):
             continue
         found = runs.get(name, [])
-        cited.extend(found)
-        missed = missed_runs(schedule, found, since=until - window, until=until)
-        gaps.extend(missed_gaps(missed))
-    return gaps, cited
+        cited.extend(r for r in found if since <= r.started < until)
+        gaps.extend(missed_gaps(missed_runs(schedule, found, since=since, until=until)))
+    cited.sort(key=lambda r: r.entry.index)
+    return SweepEvidence(tuple(gaps), tuple(cited))
 
 
 # -- the state of every sweep now (`annex sweep list`, metrics) -----------------------------------
