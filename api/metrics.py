@@ -68,16 +68,21 @@ class _SweepCollector(Collector):
     runs it missed over the last 7 days (reports/sweeps.py judges them)."""
 
     def __init__(
-        self, store: Store, schedules: Sequence[Schedule], declared_since: datetime | None
+        self,
+        store: Store,
+        schedules: Sequence[Schedule],
+        declared_since: datetime | None,
+        now: datetime | None,
     ) -> None:
         self.store = store
         self.schedules = schedules
         self.declared_since = declared_since
+        self.now = now
 
     def collect(self) -> Iterator[Any]:
         statuses = sweep_statuses(
             self.store,
-            now=utc_now(),
+            now=self.now or utc_now(),
             declared=self.schedules,
             declared_since=self.declared_since,
         )
@@ -113,13 +118,15 @@ def render(
     counters: Counters,
     schedules: Sequence[Schedule] = (),
     declared_since: datetime | None = None,
+    now: datetime | None = None,
 ) -> bytes:
     """The Prometheus text exposition of the log's figures now.
 
     `schedules` are the sweeps the configuration declares, `declared_since` when it took
-    effect; sweeps that ran are read from the log without them.
+    effect; sweeps that ran are read from the log without them. `now` fixes the moment missed
+    runs are judged at (default: the clock).
     """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_LogCollector(store, counters))
-    registry.register(_SweepCollector(store, schedules, declared_since))
+    registry.register(_SweepCollector(store, schedules, declared_since, now))
     return generate_latest(registry)
