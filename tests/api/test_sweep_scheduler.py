@@ -92,7 +92,7 @@ class Served:
         self.scheduler: BackgroundScheduler | None = None
         self.running_while_served = False
         self.jobs: list[str] = []
-        original = cli_serve.start_scheduler
+        original = start_scheduler
 
         def start(*args: Any, **kwargs: Any) -> BackgroundScheduler:
             self.scheduler = original(*args, **kwargs)
@@ -105,7 +105,7 @@ class Served:
                 self.jobs = sorted(job.id for job in self.scheduler.get_jobs())
 
         monkeypatch.setattr(cli_serve, "start_scheduler", start)
-        monkeypatch.setattr(cli_serve.uvicorn, "run", run)
+        monkeypatch.setattr("uvicorn.run", run)
 
 
 def test_serve_runs_the_configured_sweeps_and_stops_them_at_exit(
