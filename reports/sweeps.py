@@ -180,15 +180,23 @@ class Missed:
 
 
 def missed_runs(
-    schedule: Schedule, runs: Sequence[Run], *, since: datetime, until: datetime
+    schedule: Schedule,
+    runs: Sequence[Run],
+    *,
+    since: datetime,
+    until: datetime,
+    from_first_run: bool = True,
 ) -> Missed:
-    """Fire times in [since, until - grace) that no run served, from the sweep's first run on."""
+    """Fire times in [since, until - grace) that no run served; with `from_first_run`, none
+    before the first of `runs` with this schedule (the sweep, as declared now, did not exist)."""
     same = [
         r
         for r in runs
         if (r.predicate.schedule, r.predicate.timezone) == (schedule.cron, schedule.timezone)
     ]
-    start = since if not same else max(since, min(r.started for r in same) - schedule.grace)
+    start = since
+    if from_first_run and same:
+        start = max(since, min(r.started for r in same) - schedule.grace)
     end = until - schedule.grace
     served = {r.scheduled_for for r in runs if r.scheduled_for is not None}
     loose = [r.started for r in runs if r.scheduled_for is None]
@@ -281,6 +289,9 @@ class SweepStatus:
     missed: Missed
 
 
+LOGGED_MARGIN = timedelta(days=1)  # a run is logged when it ends: read a day more than the window
+
+
 def sweep_statuses(
     store: Store,
     *,
@@ -289,19 +300,57 @@ def sweep_statuses(
     declared: Sequence[Schedule] = (),
     declared_since: datetime | None = None,
 ) -> list[SweepStatus]:
-    """Every sweep the configuration declares or the log has runs of, by name.
+    """Every sweep the configuration declares or that ran in the window, by name.
 
-    A declared sweep that never ran is judged from `declared_since` (when the configuration
-    took effect, e.g. the file's modification time) if that is later than the window's start.
+    Reads the runs logged in the window (plus LOGGED_MARGIN) and, per sweep, its first run, so a
+    scrape costs the same after years of runs. A declared sweep that never ran is judged from
+    `declared_since` (when the configuration took effect, e.g. the file's modification time)
+    if that is later than the window's start.
     """
-    runs = runs_by_sweep(store)
+    since = now - window
+    recent = _runs_logged_since(store, since - LOGGED_MARGIN)
     names = {s.sweep for s in declared}
     statuses = []
-    for name, schedule in sorted(schedules_of(runs, declared).items()):
-        found = runs.get(name, [])
-        since = now - window
-        if not found and declared_since is not None:
-            since = max(since, declared_since)
-        missed = missed_runs(schedule, found, since=since, until=now)
-        statuses.append(SweepStatus(schedule, name in names, found[-1] if found else None, missed))
+    for name, schedule in sorted(schedules_of(recent, declared).items()):
+        found = recent.get(name, [])
+        first = found[0] if found and found[0].started < since else _first_run(store, name)
+        start = since
+        if first is None and declared_since is not None:
+            start = max(since, declared_since)
+        existed = first is not None and first.started < since
+        one_schedule = len({(r.predicate.schedule, r.predicate.timezone) for r in found}) <= 1
+        missed = missed_runs(
+            schedule, found, since=start, until=now, from_first_run=not (existed and one_schedule)
+        )
+        last = found[-1] if found else None if first is None else _newest_run(store, name)
+        statuses.append(SweepStatus(schedule, name in names, last, missed))
     return statuses
+
+
+def _runs_logged_since(store: Store, since: datetime) -> dict[str, list[Run]]:
+    found: dict[str, list[Run]] = {}
+    after: int | None = None
+    while page := store.query(predicate_type=SWEEP_RUN, logged_since=since, after=after, limit=500):
+        for entry in page:
+            run = read_run(entry)
+            found.setdefault(run.predicate.sweep, []).append(run)
+        after = page[-1].index
+    return found
+
+
+def _first_run(store: Store, name: str) -> Run | None:
+    page = store.query(predicate_type=SWEEP_RUN, subject_name=f"sweep:{name}", limit=1)
+    return read_run(page[0]) if page else None
+
+
+def _newest_run(store: Store, name: str) -> Run | None:
+    """Only for a sweep with no run in the window: pages through its runs by subject name."""
+    newest: Entry | None = None
+    while page := store.query(
+        predicate_type=SWEEP_RUN,
+        subject_name=f"sweep:{name}",
+        after=None if newest is None else newest.index,
+        limit=500,
+    ):
+        newest = page[-1]
+    return None if newest is None else read_run(newest)

@@ -199,3 +199,21 @@ def test_the_metrics_route_shows_sweeps_from_the_log(sqlite_home: Home) -> None:
     assert answer.status_code == 200
     assert metric(answer.text, "annex_sweep_last_status", "hourly") == 1
     assert metric(answer.text, "annex_sweep_missed_runs", "hourly") == 0
+
+
+def test_a_sweep_that_stopped_before_the_window_misses_every_fire_time_in_it(
+    sqlite_home: Home,
+) -> None:
+    """Judged a month after its last run: all 168 hourly fire times of the week are missed, and
+    the last run is still found although it was logged before the window. (A sweep neither
+    declared nor run in the window is no longer shown: it was removed from the configuration.)"""
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    with sqlite_home.open_store(write=True) as store:
+        store.append([run_statement(hour - timedelta(hours=h)) for h in (2, 1)])
+        later = hour + timedelta(days=30)
+        text = render(store, Counters(), (HOURLY,), now=later).decode()
+        undeclared = render(store, Counters(), now=later).decode()
+    assert metric(text, "annex_sweep_missed_runs", "hourly") == 7 * 24
+    assert metric(undeclared, "annex_sweep_missed_runs", "hourly") is None
+    last = hour - timedelta(hours=1) + timedelta(seconds=1)  # when it finished
+    assert metric(text, "annex_sweep_last_run_timestamp_seconds", "hourly") == last.timestamp()
