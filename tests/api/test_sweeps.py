@@ -249,3 +249,45 @@ def test_the_runner_logs_on_sqlite_and_postgresql(home: Home, tmp_path: Path) ->
         assert run.statement["predicate"]["steps"][0]["entries"] == [done.entry - 3]
         gpu = store.get(done.entry - 3).statement["predicate"]
         assert gpu["status"] == "no-driver"
+
+
+def test_inference_logs_a_glob_matches_are_each_logged_once(
+    sqlite_home: Home, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name, count in (("a.jsonl", 3), ("b.jsonl", 2)):
+        lines = (
+            json.dumps(
+                {
+                    "timestamp": f"2026-11-02T10:00:{i:02d}Z",
+                    "request_id": f"{name}-{i}",
+                    "model": "llama-3-8b",
+                    "user": "someone@example.com",
+                    "latency_ms": 80,
+                    "status": 200,
+                }
+            )
+            for i in range(count)
+        )
+        (logs / name).write_text("".join(line + "\n" for line in lines))
+    raw = {
+        "sweep": [
+            {
+                "name": "logs",
+                "schedule": "0 * * * *",
+                "step": [{"kind": "inference-log", "files": ["logs/*.jsonl"]}],
+            }
+        ]
+    }
+    config = parse_config(raw, tmp_path / "annex.toml")
+    first = run_sweep(sqlite_home, config, config.sweeps[0], trigger="command").predicate
+    assert [(Path(s.target or "").name, s.status) for s in first.steps] == [
+        ("a.jsonl", "ok"),
+        ("b.jsonl", "ok"),
+    ]
+    again = run_sweep(sqlite_home, config, config.sweeps[0], trigger="command").predicate
+    assert [s.entries for s in again.steps] == [s.entries for s in first.steps]  # known files
+    with sqlite_home.open_store() as store:
+        batch = store.get(first.steps[0].entries[0]).statement["predicate"]
+    assert batch["requests"] == 3 and "someone@example.com" not in json.dumps(batch)
