@@ -3,6 +3,8 @@
 A sweep's schedule is a 5-field crontab expression read with APScheduler's `CronTrigger`, with
 one correction: APScheduler 3 numbers weekdays from Monday = 0, crontab from Sunday = 0 (and 7),
 so numeric weekdays are rewritten as names first and `0 3 * * 0` fires on Sundays as cron does.
+A schedule restricting both day of month and weekday is refused: cron fires on either, APScheduler
+only on both, and a schedule must mean one thing.
 
 A fire time T is *missed* when no sweep-run entry serves it: none records `scheduledFor` T, and
 none without a `scheduledFor` started within the grace period after T. Fire times are judged only
@@ -56,6 +58,11 @@ def crontab_trigger(cron: str, timezone: str = "UTC") -> CronTrigger:
     if len(fields) != 5:
         raise ValueError(
             f"{cron!r} has {len(fields)} fields; a schedule is 5: minute hour day month weekday"
+        )
+    if fields[2] != "*" and fields[4] != "*":
+        raise ValueError(
+            f"{cron!r} restricts both the day of month and the weekday: cron runs on either, "
+            "APScheduler only on both; declare two sweeps instead"
         )
     fields[4] = crontab_weekdays(fields[4])
     try:

@@ -103,6 +103,7 @@ def test_the_declaration_digest_changes_with_the_declaration(tmp_path: Path) -> 
         (one(schedule="0 25 * * *"), "sweep 'nightly': schedule: '0 25 * * *'"),
         (one(schedule="0 2 * * 8"), "weekday '8' is not within 0-7"),
         (one(schedule="@daily"), "has 1 fields"),
+        (one(schedule="0 2 1 * 1"), "restricts both the day of month and the weekday"),
         (one(step=[]), "sweep 'nightly': step: "),
         (one(step=[{"kind": "model", "dirs": []}]), "sweep 'nightly', step 1 (model): dirs:"),
         (one(step=[{"kind": "model"}]), "step 1 (model): dirs: Field required"),
