@@ -556,6 +556,7 @@ from api import (  # noqa: E402, F401
     cli_report,
     cli_serve,
     cli_sign,
+    cli_sweep,
     cli_system,
     cli_tokens,
 )

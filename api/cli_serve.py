@@ -1,23 +1,61 @@
-"""`annex serve`: the REST service (api/app.py) under uvicorn, on loopback unless told otherwise."""
+"""`annex serve`: the REST service (api/app.py) under uvicorn, on loopback unless told otherwise,
+with the configuration file's sweeps on their schedules (api/sweeps/scheduler.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 import uvicorn
 
 from api.app import create_app
-from api.cli_base import HomeOpt, app, command, open_home
+from api.cli_base import HomeOpt, app, command
+from api.cli_gpu import site_labels
+from api.cli_sweep import ConfigOpt, config_path, declared_since
+from api.settings import get_settings
+from api.sweeps.config import SweepConfig, load_config
+from api.sweeps.runner import Boundaries
+from api.sweeps.scheduler import start_scheduler
 
 
 @command(app, "serve")
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    sweeps: Annotated[
+        bool,
+        typer.Option("--sweeps/--no-sweeps", help="Run the configuration file's sweeps."),
+    ] = True,
+    config: ConfigOpt = None,
     home: HomeOpt = None,
 ) -> None:
-    """Serve the REST API (/api/v1, OpenAPI at /api/v1/docs); tokens: `annex tokens create`."""
-    target = open_home(home)
+    """Serve the REST API (/api/v1, OpenAPI at /api/v1/docs); tokens: `annex tokens create`.
+
+    Also runs the sweeps the configuration file declares, on their schedules (--no-sweeps: not).
+    """
+    settings = get_settings(home)
+    target = settings.open_home()
     target.open_store().close()  # refuse to start on a directory with no log
-    uvicorn.run(create_app(target), host=host, port=port, log_level="info", server_header=False)
+    path = config_path(settings, config)
+    explicit = config is not None or settings.config is not None
+    declared = _sweeps(path, explicit=explicit) if sweeps else SweepConfig()
+    service = create_app(target)
+    service.state.sweep_schedules = tuple(declared.schedule(s) for s in declared.sweeps)
+    service.state.sweeps_declared_since = declared_since(path)
+    scheduler = None
+    if sweeps and declared.sweeps:
+        labels = site_labels(settings, site=None, country=None, operator=None)
+        scheduler = start_scheduler(target, declared, boundaries=Boundaries(site=labels))
+    try:
+        uvicorn.run(service, host=host, port=port, log_level="info", server_header=False)
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+
+
+def _sweeps(path: Path, *, explicit: bool) -> SweepConfig:
+    """The configuration; none at the default place means no sweeps, a bad one refuses to start."""
+    if not explicit and not path.exists():
+        return SweepConfig()
+    return load_config(path)

@@ -11,6 +11,8 @@ from pathlib import Path
 from evidence.errors import ConfigError
 from evidence.home import Home
 
+CONFIG_NAME = "annex.toml"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -24,9 +26,15 @@ class Settings:
     # PAdES signing of PDF reports (ANNEX_PDF_SIGN_CERT, ANNEX_PDF_SIGN_KEY): both or neither.
     pdf_sign_cert: Path | None = None
     pdf_sign_key: Path | None = None
+    # The configuration file (sweeps): ANNEX_CONFIG, else annex.toml in the data directory.
+    config: Path | None = None
 
     def open_home(self) -> Home:
         return Home(self.home, self.database_url, self.passphrase)
+
+    @property
+    def config_file(self) -> Path:
+        return self.config if self.config is not None else self.home / CONFIG_NAME
 
 
 def read_settings(env: Mapping[str, str], home: Path | None = None) -> Settings:
@@ -39,6 +47,9 @@ def read_settings(env: Mapping[str, str], home: Path | None = None) -> Settings:
         site=env.get("ANNEX_SITE") or None,
         country=env.get("ANNEX_COUNTRY") or None,
         operator=env.get("ANNEX_OPERATOR") or None,
+        config=Path(env["ANNEX_CONFIG"]).expanduser().absolute()
+        if env.get("ANNEX_CONFIG")
+        else None,
         **_pdf_signing(env),
     )
 

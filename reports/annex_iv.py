@@ -18,6 +18,7 @@ from evidence.keys import utc_now
 from evidence.store import Store
 from reports.document import Block, Document, Facts, Gap, Item, Paragraph, Point, Section, Table
 from reports.evidence_query import bullets, collected, day, declared, percent, system_ref
+from reports.sweeps import SweepEvidence, sweep_evidence
 from reports.system_evidence import Found, SystemEvidence, gather
 from schemas.eval_run import EvalRunPredicate
 from schemas.incident import IncidentPredicate
@@ -1177,7 +1178,7 @@ def p8(ev: SystemEvidence) -> Point:
 _ASKS_8 = "A copy of the EU declaration of conformity (Art 47)."
 
 
-def p9(ev: SystemEvidence) -> Point:
+def p9(ev: SystemEvidence, sweeps: SweepEvidence | None = None) -> Point:
     card = ev.latest.card
     items: list[Item] = []
     gaps: list[Gap] = []
@@ -1206,6 +1207,17 @@ def p9(ev: SystemEvidence) -> Point:
             cited.extend(found)
         else:
             rows2.append((name, "0", "-"))
+    if sweeps is not None and sweeps.runs:
+        entries = [r.entry for r in sweeps.runs]
+        failed = sum(1 for r in sweeps.runs if r.predicate.status != "ok")
+        rows2.append(
+            (
+                f"sweep runs, 30 days ({failed} failed)",
+                str(len(entries)),
+                day(entries[-1].logged_at),
+            )
+        )
+        cited.extend(entries)
     if cited:
         items.append(
             collected(
@@ -1242,6 +1254,8 @@ def p9(ev: SystemEvidence) -> Point:
                 bounded(rows3, ("incident", "category", "aware", "latest action", "reported"), ""),
             )
         )
+    if sweeps is not None:
+        gaps.extend(sweeps.gaps)
     return point(
         "9",
         "Post-market monitoring",
@@ -1258,6 +1272,8 @@ def build_annex_iv(
     """The Annex IV document of `system_id`, from the log as it stood at checkpoint `at`."""
     ev = gather(store, system_id, at=at)
     card = ev.latest.card
+    until = (now or utc_now()) if at is None else ev.checkpoint.issued_at
+    sweeps = sweep_evidence(store, system=system_id, size=ev.size, until=until)
     sections = (
         Section(
             "1 General description of the AI system",
@@ -1273,7 +1289,7 @@ def build_annex_iv(
         Section("6 Lifecycle changes", (p6(ev),)),
         Section("7 Standards", (p7(ev),)),
         Section("8 EU declaration of conformity", (p8(ev),)),
-        Section("9 Post-market monitoring", (p9(ev),)),
+        Section("9 Post-market monitoring", (p9(ev, sweeps),)),
     )
     return Document(
         kind="annex-iv",
