@@ -1,19 +1,20 @@
 """A CycloneDX 1.6 ML-BOM of one AI system, read from the log at one checkpoint.
 
 Components: the card's base model and adapters as machine-learning-model components (hash: the
-manifest digest the log names them by), the card's datasets as data components (hash: their
-manifest digest), and each host's newest GPU inventory as a platform component holding its GPUs
-as devices. Every component carries `annex:*` properties naming the entry it came from: its
-index, RFC 9162 leaf hash and predicate type (a model the log holds no manifest of names the
-card's entry, and says so). Dependencies: an adapter on its base model; a model on the datasets
-a logged training run made it from; the card's other datasets on the deployed model (the
-adapters, else the base); the system on its models and platforms.
+manifest digest the log names them by; their files nested as file components, each with its
+SHA-256), the card's datasets as data components (hash: their manifest digest; what the
+datasheet says of personal data as `sensitiveData`), and each host's newest GPU inventory as a
+platform component holding its GPUs as devices. Every component carries `annex:*` properties
+naming the entry it came from: its index, RFC 9162 leaf hash and predicate type (a model the log
+holds no manifest of names the card's entry, and says so). Dependencies: an adapter on its base
+model; a model on the datasets a logged training run made it from; the card's other datasets on
+the deployed model (the adapters, else the base); the system on its models and platforms.
 
 cyclonedx-python-lib (11.x) has no model card or component data yet (its issues #912, #913), so
 the library builds and serialises the BOM and `MlBom.to_json` adds `modelCard` (architecture,
 datasets by reference, eval results as performance metrics) and `data` to the components it
 names. The result is checked against the library's CycloneDX 1.6 JSON schema when the library's
-`json-validation` extra is installed; without it `validated` says it was not checked.
+`json-validation` extra is installed (`validate_json` returns False where it is not).
 
 Deterministic: the serial number is a uuid5 over the log origin, system and checkpoint, the
 timestamp is the checkpoint's, so two exports of one checkpoint are the same bytes.
@@ -36,6 +37,7 @@ from cyclonedx.output.json import JsonV1Dot6
 from evidence.entry import Entry
 from evidence.store import Store
 from reports.system_evidence import Found, SystemEvidence, gather
+from schemas.dataset import DatasetPredicate
 from schemas.eval_run import EvalRunPredicate
 from schemas.gpu import GpuInventoryPredicate
 from schemas.system_card import ResolvedComponent
@@ -52,7 +54,6 @@ class MlBom:
     bom: Bom
     model_cards: dict[str, dict[str, Any]] = field(default_factory=dict)
     data: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    entries: int = 0  # log entries the BOM names
     platforms_left_out: int = 0
 
     def to_json(self) -> str:
@@ -88,13 +89,13 @@ def build_ml_bom(
     ev = gather(store, system_id, at=at)
     out = MlBom(Bom())
     system = _system_component(ev)
-    models = {c.digest: _model(ev, c, out) for c in _roles(ev, "base-model", "adapter")}
+    models = {c.digest: _model(ev, c) for c in _roles(ev, "base-model", "adapter")}
     datasets = {c.digest: _dataset(ev, c, out) for c in _roles(ev, "dataset")}
     gpus = ev.gpus if max_platforms is None else ev.gpus[len(ev.gpus) - max_platforms :]
     if max_platforms is not None and max_platforms <= 0:
         gpus = []
     out.platforms_left_out = len(ev.gpus) - len(gpus)
-    platforms = [_platform(f, out) for f in gpus]
+    platforms = [_platform(f) for f in gpus]
     for component in [*models.values(), *datasets.values(), *platforms]:
         out.bom.components.add(component)
     out.bom.metadata = BomMetaData(
@@ -161,20 +162,31 @@ def _system_component(ev: SystemEvidence) -> Component:
     )
 
 
-def _model(ev: SystemEvidence, c: ResolvedComponent, out: MlBom) -> Component:
+def _model(ev: SystemEvidence, c: ResolvedComponent) -> Component:
+    """A model or adapter; its files, each with its SHA-256, as nested file components."""
     found = ev.manifests.get(c.digest, [])
+    ref = f"model-{c.digest}"
     props = [Property(name="annex:role", value=c.role)]
+    files: list[Component] = []
     if found:
         newest = found[-1]
         p = newest.predicate
         props += _source(newest.entry)
-        props.append(Property(name="annex:manifest-files", value=str(len(p.manifest.files))))
         props.append(
             Property(name="annex:model-signing-digest", value=p.manifest.model_signing_digest)
         )
         if p.parameters:
             props.append(Property(name="annex:parameters", value=str(p.parameters)))
-        out.entries += 1
+        files = [
+            Component(
+                type=ComponentType.FILE,
+                name=f.path,
+                bom_ref=f"{ref}/{f.path}",
+                hashes=_sha256(f.sha256),
+                properties=[Property(name="annex:size", value=str(f.size))],
+            )
+            for f in p.manifest.files
+        ]
     else:
         props += _source(ev.latest.entry)
         props.append(
@@ -182,13 +194,13 @@ def _model(ev: SystemEvidence, c: ResolvedComponent, out: MlBom) -> Component:
         )
     for release in ev.releases.get(c.digest, []):
         props.append(Property(name="annex:release-entry", value=str(release.entry.index)))
-        out.entries += 1
     return Component(
         type=ComponentType.MACHINE_LEARNING_MODEL,
         name=c.name,
-        bom_ref=f"model-{c.digest}",
+        bom_ref=ref,
         hashes=_sha256(c.digest),
         properties=props,
+        components=files,
     )
 
 
@@ -208,11 +220,7 @@ def _dataset(ev: SystemEvidence, c: ResolvedComponent, out: MlBom) -> Component:
         if p.personal_data is not None:
             props.append(Property(name="annex:personal-data", value=str(p.personal_data).lower()))
         description = p.description
-        data: dict[str, Any] = {"type": "dataset", "name": c.name}
-        if p.description:
-            data["description"] = p.description
-        out.data[ref] = [data]
-        out.entries += 1
+        out.data[ref] = [_data(c.name, p)]
     else:
         props += _source(ev.latest.entry)
         props.append(
@@ -228,12 +236,28 @@ def _dataset(ev: SystemEvidence, c: ResolvedComponent, out: MlBom) -> Component:
     )
 
 
+def _data(name: str, p: DatasetPredicate) -> dict[str, Any]:
+    """CycloneDX componentData: what the datasheet says of the data, personal data included."""
+    data: dict[str, Any] = {"type": "dataset", "name": name}
+    if p.description:
+        data["description"] = p.description
+    sensitive = []
+    if p.personal_data:
+        sensitive.append(
+            "personal data" + (f" (GDPR Art 6: {p.legal_basis})" if p.legal_basis else "")
+        )
+    sensitive += [f"special category (GDPR Art 9): {c}" for c in p.special_categories or ()]
+    if sensitive:
+        data["sensitiveData"] = sensitive
+    return data
+
+
 def _reading(value: object) -> str | None:
     got = getattr(value, "value", None)
     return None if got is None else str(got)
 
 
-def _platform(found: Found[GpuInventoryPredicate], out: MlBom) -> Component:
+def _platform(found: Found[GpuInventoryPredicate]) -> Component:
     p = found.predicate
     props = [*_source(found.entry), Property(name="annex:nvml-status", value=p.status)]
     for name, value in (
@@ -265,7 +289,6 @@ def _platform(found: Found[GpuInventoryPredicate], out: MlBom) -> Component:
         )
         for d in p.devices
     ]
-    out.entries += 1
     return Component(
         type=ComponentType.PLATFORM,
         name=p.host.hostname,

@@ -22,6 +22,7 @@ from schemas.gpu import GPU_INVENTORY
 from schemas.model import MODEL_MANIFEST
 from tests.conftest import statement
 from tests.reports.annex_iv_fixture import ADAPTER, BASE, SYSTEM, AnnexRig, Logged, populate
+from tests.reports.oversight_fixture import ADAPTER_DIGEST, BASE_DIGEST, Rig
 
 
 @pytest.fixture
@@ -110,6 +111,37 @@ def test_hashes_are_the_logged_digests_and_name_their_entries(
     system = bom["metadata"]["component"]
     assert props(system)["annex:entry-index"] == str(logged.card)
     assert props(system)["annex:system-id"] == SYSTEM
+
+
+def test_model_files_are_nested_with_their_logged_hashes(rig: AnnexRig, logged: Logged) -> None:
+    components = by_name(bom_of(rig))
+    manifest = rig.store.get(logged.chain.base).statement["predicate"]["manifest"]["files"]
+    files = components[BASE]["components"]
+    assert [(f["name"], f["hashes"][0]["content"]) for f in files] == [
+        (f["path"], f["sha256"]) for f in manifest
+    ]
+    assert all(f["type"] == "file" for f in files)
+    data = components["support-tickets"]["data"][0]
+    assert any(s.startswith("personal data") for s in data["sensitiveData"])
+
+
+def test_components_the_log_has_not_seen_name_the_card(home: Home, tmp_path: Path) -> None:
+    bare = Rig(home, tmp_path)
+    try:
+        bare.dataset("source: branch files\n")
+        card = bare.card()
+        bom = json.loads(ml_bom_json(bare.store, SYSTEM))
+    finally:
+        bare.close()
+    components = by_name(bom)
+    for name, digest in (("tiny-base", BASE_DIGEST), ("loan-lora", ADAPTER_DIGEST)):
+        c = components[name]
+        assert c["hashes"][0]["content"] == digest
+        p = props(c)
+        assert p["annex:entry-index"] == str(card)
+        assert p["annex:manifest"].startswith("not in the log")
+        assert "components" not in c
+    assert schema_errors(bom) == []
 
 
 def test_model_cards_carry_the_eval_results(rig: AnnexRig, logged: Logged) -> None:

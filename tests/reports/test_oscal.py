@@ -22,6 +22,7 @@ from reports.oscal import assessment_results, to_json
 from schemas.policy import EVAL_RUN
 from tests.conftest import statement
 from tests.reports.annex_iv_fixture import ADAPTER, SYSTEM, AnnexRig, Logged, populate
+from tests.reports.oversight_fixture import Rig
 
 NS = "https://annex.dev/ns/oscal"
 REFS = (
@@ -136,6 +137,20 @@ def test_missing_evidence_is_a_finding_that_says_what_is_missing(rig: AnnexRig) 
     assert "related-observations" not in f
     assert "documentation.productIllustrations" in f["remarks"]
     assert int(props(f)["gaps"]) == len(f["remarks"].splitlines())
+
+
+def test_models_the_log_has_not_seen_are_gaps_of_2a(home: Home, tmp_path: Path) -> None:
+    bare = Rig(home, tmp_path)
+    try:
+        bare.dataset("source: branch files\n")
+        bare.card()
+        doc = json.loads(to_json(assessment_results(bare.store, SYSTEM)))["assessment-results"]
+    finally:
+        bare.close()
+    a = findings(doc)["2(a)"]
+    assert a["target"]["status"]["state"] == "not-satisfied"
+    assert "the log holds no manifest of base-model tiny-base" in a["remarks"]
+    assert "annex collect model" in a["remarks"]
 
 
 def test_the_same_checkpoint_gives_the_same_bytes(rig: AnnexRig, logged: Logged) -> None:
