@@ -48,6 +48,13 @@ def prop(name: str, value: object) -> oscal.Property:
     return oscal.Property(name=name, value=str(value), ns=NS)
 
 
+def ms(moment: datetime) -> datetime:
+    """The time cut to milliseconds, the precision trestle writes: a time with fewer than 1000
+    microseconds would be written as .000 and read back as a whole second, breaking the round
+    trip (the exact times stay in the observations' `logged-at` props)."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def target_id(point: Point) -> str:
     """`annex-iv-2-g` for point 2(g): an OSCAL token naming the requirement."""
     return "annex-iv-" + point.anchor.removeprefix("pt-")
@@ -83,13 +90,21 @@ def assessment_results(
         title=f"Annex IV assessment at checkpoint {cp.size}",
         description=_result_text(doc, len(cited), total),
         start=_start(doc, cited),
-        end=cp.issued_at,
+        end=ms(cp.issued_at),
         props=[
             prop("checkpoint-size", cp.size),
             prop("checkpoint-root", cp.root_hex),
             prop("cited-entries", total),
             prop("observed-entries", len(cited)),
             *(prop(f"points-{c.value}", n) for c, n in doc.coverage().items()),
+        ],
+        links=[
+            oscal.Link(
+                href=f"#{_checkpoint_uuid(doc)}",
+                rel="checkpoint",
+                media_type="text/plain",
+                text=f"The signed checkpoint of {cp.size} entries",
+            )
         ],
         reviewed_controls=_reviewed(doc),
         observations=observations or None,
@@ -133,7 +148,7 @@ def _cite(store: Store, doc: Document, max_entries: int | None) -> list[Cited]:
 def _observation(origin: str, cited: Cited) -> oscal.Observation:
     c = cited.citation
     method = oscal.Methods.TEST if c.predicate_type in TEST_KINDS else oscal.Methods.EXAMINE
-    when = c.observed_at or c.logged_at
+    when = ms(c.observed_at or c.logged_at)
     return oscal.Observation(
         uuid=_observation_uuid(origin, c),
         title=f"Log entry {c.index}: {c.kind}",
@@ -268,9 +283,10 @@ def _metadata(doc: Document) -> oscal.Metadata:
         ]
         if doc.system.card_entry is not None:
             props.append(prop("card-entry", doc.system.card_entry))
+    name = doc.system.name if doc.system is not None else _system_id(doc)
     return oscal.Metadata(
-        title=doc.title,
-        last_modified=cp.issued_at,
+        title=f"EU AI Act Annex IV assessment results: {name}",
+        last_modified=ms(cp.issued_at),
         version=f"checkpoint-{cp.size}",
         oscal_version=oscal.OscalVersion(OSCAL_VERSION),
         props=props,
@@ -307,7 +323,7 @@ def _result_text(doc: Document, observed: int, total: int) -> str:
 
 def _start(doc: Document, cited: Sequence[Cited]) -> datetime:
     times = [c.citation.logged_at for c in cited]
-    return min(times, default=doc.checkpoint.issued_at)
+    return ms(min(times, default=doc.checkpoint.issued_at))
 
 
 def _resources(doc: Document, cited: Iterable[Cited]) -> list[oscal.Resource]:
@@ -318,12 +334,13 @@ def _resources(doc: Document, cited: Iterable[Cited]) -> list[oscal.Resource]:
             title="What was assessed",
             description=(
                 f"System {_system_id(doc)} against EU AI Act Annex IV, from log {cp.origin} at "
-                f"checkpoint {cp.size}. Verify any proof here with the log's trust file: "
-                "`annex verify-entry ENVELOPE --proof PROOF --trust trust.json`."
+                f"checkpoint {cp.size}. Verify an observation with the log's trust file alone: "
+                "save its entry (GET /api/v1/entries/N) and its tlog-proof (the base64 of the "
+                "resource its link names), then `annex verify-entry ENTRY PROOF --trust TRUST`."
             ),
         ),
         oscal.Resource(
-            uuid=uid(cp.origin, "checkpoint", cp.size, cp.root_hex),
+            uuid=_checkpoint_uuid(doc),
             title=f"Signed checkpoint of {cp.size} entries",
             description="The C2SP signed note every tlog-proof in this document leads to.",
             props=[prop("checkpoint-size", cp.size), prop("checkpoint-root", cp.root_hex)],
@@ -344,6 +361,11 @@ def _resources(doc: Document, cited: Iterable[Cited]) -> list[oscal.Resource]:
             )
         )
     return resources
+
+
+def _checkpoint_uuid(doc: Document) -> str:
+    cp = doc.checkpoint
+    return uid(cp.origin, "checkpoint", cp.size, cp.root_hex)
 
 
 def _plan_uuid(doc: Document) -> str:

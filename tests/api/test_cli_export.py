@@ -4,6 +4,7 @@ bytes the Python API builds, to stdout or atomically to a file, nothing appended
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,6 +145,34 @@ def test_the_api_serves_the_same_documents(
     )
     assert early.text == exported.oscal_early
     assert MAX_EXPORT_ENTRIES >= 100
+
+
+def test_an_auditor_verifies_an_observation_with_the_trust_file_alone(
+    client: tuple[TestClient, dict[str, str]], exported: Exported, annex: Annex, tmp_path: Path
+) -> None:
+    """What the README tells a GRC user: entry from the API, proof from the export, verify-entry."""
+    http, headers = client
+    doc = json.loads(http.get(f"{API}/systems/{SYSTEM}/oscal", headers=headers).text)
+    ar = doc["assessment-results"]
+    resources = {r["uuid"]: r for r in ar["back-matter"]["resources"]}
+    observation = ar["results"][0]["observations"][-1]
+    index = next(p["value"] for p in observation["props"] if p["name"] == "entry-index")
+    proof = resources[observation["links"][0]["href"].removeprefix("#")]["base64"]["value"]
+    (tmp_path / "entry.json").write_text(http.get(f"{API}/entries/{index}", headers=headers).text)
+    (tmp_path / "entry.proof").write_bytes(base64.b64decode(proof))
+    auditor = annex_at_empty(tmp_path)
+    ok = auditor.fast(
+        "verify-entry", tmp_path / "entry.json", tmp_path / "entry.proof",
+        "--trust", exported.path / "trust.json", "--json",
+    )  # fmt: skip
+    assert ok.code == 0, ok.out + ok.err
+    assert ok.json()["index"] == int(index)
+    assert ok.json()["tree_size"] == exported.size
+
+
+def annex_at_empty(tmp_path: Path) -> Annex:
+    """`annex` with a data directory that does not exist: only the trust file vouches."""
+    return Annex(tmp_path / "no-home", tmp_path)
 
 
 @pytest.mark.parametrize("kind", ["oscal", "mlbom"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from evidence.errors import InputError
 from evidence.home import Home
 from evidence.note import TlogProof
 from evidence.verify import verify_entry
-from reports.oscal import assessment_results, to_json
+from reports.oscal import assessment_results, ms, to_json
 from schemas.policy import EVAL_RUN
 from tests.conftest import statement
 from tests.reports.annex_iv_fixture import ADAPTER, SYSTEM, AnnexRig, Logged, populate
@@ -180,6 +181,13 @@ def test_it_round_trips_through_trestle(rig: AnnexRig, logged: Logged, tmp_path:
     assert isinstance(read, AssessmentResults)
     assert read.oscal_serialize_json(pretty=True) + "\n" == text
     assert read.metadata.oscal_version.root.root.startswith("1.")
+
+
+def test_times_are_cut_to_the_milliseconds_trestle_keeps() -> None:
+    """trestle writes .000 for 412 µs and reads it back as a whole second: cut first."""
+    moment = datetime(2026, 11, 24, 9, 0, 0, 412, tzinfo=UTC)
+    assert ms(moment) == moment.replace(microsecond=0)
+    assert ms(moment.replace(microsecond=81_501)).microsecond == 81_000
 
 
 def test_the_entry_cap_keeps_the_newest_and_counts_the_rest(rig: AnnexRig, logged: Logged) -> None:
