@@ -26,12 +26,14 @@ import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any
 
 from cyclonedx.model import HashAlgorithm, HashType, Property
 from cyclonedx.model.bom import Bom, BomMetaData
 from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.model.contact import OrganizationalEntity
+from cyclonedx.model.tool import ToolRepository
 from cyclonedx.output.json import JsonV1Dot6
 
 from evidence.entry import Entry
@@ -101,6 +103,7 @@ def build_ml_bom(
     out.bom.metadata = BomMetaData(
         component=system,
         timestamp=ev.checkpoint.issued_at,
+        tools=ToolRepository(components=[_annex_tool()]),
         properties=_bom_properties(ev, out),
     )
     out.bom.serial_number = uuid.uuid5(
@@ -299,6 +302,14 @@ def _platform(found: Found[GpuInventoryPredicate]) -> Component:
     )
 
 
+def _annex_tool() -> Component:
+    try:
+        version = metadata.version("annex")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return Component(type=ComponentType.APPLICATION, name="annex", version=version)
+
+
 def _bom_properties(ev: SystemEvidence, out: MlBom) -> list[Property]:
     cp = ev.checkpoint
     props = [
@@ -367,16 +378,36 @@ def _model_card(ev: SystemEvidence, digest: str, datasets: list[Component]) -> d
     if runs:
         newest = runs[-1]
         card["quantitativeAnalysis"] = {"performanceMetrics": _metrics(newest.predicate)}
-        card["properties"] = [
-            {"name": "annex:eval-entry-index", "value": str(newest.entry.index)},
-            {"name": "annex:eval-leaf-hash", "value": newest.entry.leaf_hash.hex()},
-            {"name": "annex:eval-runs", "value": str(len(runs))},
-            {"name": "annex:confidence-interval", "value": "95%: value ± 1.96 × lm-eval stderr"},
-        ]
+        card["properties"] = _eval_properties(newest, len(runs))
     intended = ev.latest.card.intended_purpose
     if intended:
         card["considerations"] = {"useCases": [intended]}
     return card
+
+
+def _eval_properties(run: Found[EvalRunPredicate], count: int) -> list[dict[str, str]]:
+    """Which eval run the metrics are from, and what it ran on."""
+    p = run.predicate
+    found = [
+        ("annex:eval-entry-index", str(run.entry.index)),
+        ("annex:eval-leaf-hash", run.entry.leaf_hash.hex()),
+        ("annex:eval-runs", str(count)),
+        ("annex:confidence-interval", "95%: value ± 1.96 × lm-eval stderr"),
+    ]
+    stack = [
+        f"{name} {version}"
+        for name, version in (
+            ("lm-eval", p.versions.lm_eval),
+            ("transformers", p.versions.transformers),
+            ("torch", p.versions.torch),
+        )
+        if version
+    ]
+    if stack:
+        found.append(("annex:eval-software", ", ".join(stack)))
+    if p.gpu is not None and p.gpu.devices:
+        found.append(("annex:eval-gpus", ", ".join(p.gpu.devices)))
+    return [{"name": name, "value": value} for name, value in found]
 
 
 def _metrics(p: EvalRunPredicate) -> list[dict[str, Any]]:

@@ -159,6 +159,7 @@ def test_model_cards_carry_the_eval_results(rig: AnnexRig, logged: Logged) -> No
     assert eval_props["annex:eval-entry-index"] == str(logged.eval_run)
     assert logged.eval_run is not None
     assert eval_props["annex:eval-leaf-hash"] == rig.store.get(logged.eval_run).leaf_hash.hex()
+    assert eval_props["annex:eval-software"] == "lm-eval 0.4.8, transformers 4.46.0, torch 2.5.1"
     base_card = components[BASE]["modelCard"]
     assert "quantitativeAnalysis" not in base_card  # the run evaluated the adapter
     assert base_card["modelParameters"]["architectureFamily"]
