@@ -546,6 +546,7 @@ def demo(
 # Command modules register their commands on the shared apps (api/cli_base.py) when imported.
 from api import (  # noqa: E402, F401
     cli_eval,
+    cli_export,
     cli_gate,
     cli_gpu,
     cli_incident,
