@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from api import routes_entries, routes_log
+from api import routes_entries, routes_log, web
 from api.auth import TokenFile
 from api.problems import install
 from api.settings import get_settings
@@ -31,6 +31,7 @@ ROUTE_GROUPS: tuple[Callable[[APIRouter], None], ...] = (
     routes_entries.add_append,
     routes_log.add_log,
     routes_log.add_metrics,
+    web.add_web,
 )
 
 # -- the app -------------------------------------------------------------------------------------
