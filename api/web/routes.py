@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request, Response
@@ -43,10 +44,11 @@ from reports.systems import system_ids, system_summaries
 from schemas.report import REPORT
 
 Reader = Annotated[TokenRecord, Depends(require_cookie("read"))]
-# The stylesheets a page may load: the report's own, and the web pages' frame around it.
-STYLESHEETS = {
-    "document.css": REPORT_TEMPLATES / "document.css",
-    "web.css": TEMPLATES / "web.css",
+# The files a page may load: the report's own stylesheet, the web pages' frame, the icon.
+ASSETS = {
+    "document.css": (REPORT_TEMPLATES / "document.css", "text/css"),
+    "web.css": (TEMPLATES / "web.css", "text/css"),
+    "favicon.svg": (TEMPLATES / "favicon.svg", "image/svg+xml"),
 }
 PUBLIC_WEB_PATHS = frozenset({LOGIN, f"{WEB}/logout", f"{WEB}/static/{{name}}"})
 
@@ -93,11 +95,12 @@ def logout(request: Request) -> Response:
     return response
 
 
-def stylesheet(name: str) -> Response:
-    path = STYLESHEETS.get(name)
-    if path is None:
-        raise NotFound(f"no stylesheet {name!r}")
-    return Response(path.read_bytes(), media_type="text/css")
+def asset(name: str) -> Response:
+    found = ASSETS.get(name)
+    if found is None:
+        raise NotFound(f"no file {name!r}")
+    path, media_type = found
+    return Response(path.read_bytes(), media_type=media_type)
 
 
 # -- systems -------------------------------------------------------------------------------------
@@ -191,6 +194,17 @@ def entry_json(record: Reader, stores: StoresDep, index: int) -> Response:
     )
 
 
+def entry_proof(record: Reader, stores: StoresDep, index: int) -> Response:
+    """The inclusion proof alone, as `annex verify-entry` reads it beside the JSON above."""
+    store = stores.read()
+    _entry(store, index)
+    return Response(
+        store.inclusion_proof(index).format(),
+        media_type="text/plain",
+        headers={"Content-Disposition": f'attachment; filename="entry-{index}.proof"'},
+    )
+
+
 # -- reports -------------------------------------------------------------------------------------
 
 
@@ -203,7 +217,7 @@ class ReportRow:
     pdf_name: str
     pdf_sha256: str
     checkpoint: int
-    logged: str
+    logged: datetime
     download: str
 
 
@@ -220,7 +234,7 @@ def _report_rows(store: Store) -> list[ReportRow]:
                 pdf_name=str(p["pdf"]["name"]),
                 pdf_sha256=str(p["pdf"]["sha256"]),
                 checkpoint=int(p["checkpoint"]["size"]),
-                logged=e.logged_at.isoformat(),
+                logged=e.logged_at,
                 download=f"{PREFIX}/reports/{e.index}/pdf",
             )
         )
@@ -259,11 +273,12 @@ def add_web(router: APIRouter) -> None:
     _add(router, LOGIN, login_form, ["GET"])
     _add(router, LOGIN, login, ["POST"])
     _add(router, f"{WEB}/logout", logout, ["POST"])
-    _add(router, f"{WEB}/static/{{name}}", stylesheet, ["GET"])
+    _add(router, f"{WEB}/static/{{name}}", asset, ["GET"])
     _add(router, f"{WEB}/", systems, ["GET"])
     _add(router, f"{WEB}/systems/{{system_id}}", system, ["GET"])
     _add(router, f"{WEB}/entries/{{index}}", entry, ["GET"])
     _add(router, f"{WEB}/entries/{{index}}/envelope.json", entry_json, ["GET"])
+    _add(router, f"{WEB}/entries/{{index}}/proof", entry_proof, ["GET"])
     _add(router, f"{WEB}/reports", reports, ["GET"])
     _add(router, f"{WEB}/verify", verify_form, ["GET"])
     _add(router, f"{WEB}/verify", verify, ["POST"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from evidence.note import TlogProof
 from evidence.verify import verify_entry
 from reports.annex_iv import build_annex_iv
 from reports.dossier import issue
+from tests.api.conftest import Annex
 from tests.conftest import statement
 from tests.reports.oversight_fixture import SYSTEM, Rig
 
@@ -210,13 +211,20 @@ def test_unknown_system_and_entry_are_404_pages(site: Site) -> None:
     assert system.status_code == 404 and "no system &#39;nope&#39;" in system.text
     assert system.headers["content-type"].startswith("text/html")
     assert system.headers["content-security-policy"].startswith(CSP)
-    for path in ("/web/entries/9999", "/web/entries/-1", "/web/entries/9999/envelope.json"):
+    for path in (
+        "/web/entries/9999",
+        "/web/entries/-1",
+        "/web/entries/9999/envelope.json",
+        "/web/entries/9999/proof",
+    ):
         missing = site.get(path)
         assert missing.status_code == 404 and "no entry" in missing.text, path
     assert site.get("/web/entries/abc").status_code == 422
 
 
-def test_entry_page_and_its_download_verify_offline(site: Site) -> None:
+def test_entry_page_and_its_download_verify_offline(
+    site: Site, tmp_path: Path, annex_at: Callable[[Path], Annex]
+) -> None:
     page = site.get(f"/web/entries/{site.card}")
     assert page.status_code == 200
     assert f'href="/web/entries/{site.card}/envelope.json"' in page.text
@@ -232,6 +240,19 @@ def test_entry_page_and_its_download_verify_offline(site: Site) -> None:
         Envelope.from_dict(body["envelope"]), TlogProof.parse(body["proof"]), site.home.trust()
     )
     assert report.index == site.card and report.statement["predicate"]["card"]
+    proof = site.get(f"/web/entries/{site.card}/proof")
+    assert proof.headers["content-type"].startswith("text/plain")
+    assert proof.text == body["proof"]
+    (tmp_path / "entry.json").write_bytes(got.content)
+    (tmp_path / "entry.proof").write_text(proof.text)
+    checked = annex_at(tmp_path / "auditor").fast(
+        "verify-entry",
+        tmp_path / "entry.json",
+        tmp_path / "entry.proof",
+        "--trust",
+        site.home.trust_path,
+    )
+    assert checked.code == 0, checked.err
 
 
 def test_reports_page_lists_issued_dossiers(dossier: Dossier) -> None:
