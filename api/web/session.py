@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -33,7 +33,9 @@ LOGIN = f"{WEB}/login"
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer a browser sends `Origin: null` on our own
+    # form posts, and the cross-site check below could not tell them from a foreign page's.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
@@ -43,10 +45,25 @@ class LoginRequired(Exception):
 
 
 class ScopeRefused(Exception):
-    """A live token whose scope does not cover the page."""
+    """A live token whose scope does not cover the page, or a form posted from another site."""
 
-    def __init__(self, record: TokenRecord, scope: Scope) -> None:
-        super().__init__(f"token {record.id} has scope {record.scope}; this page needs {scope}")
+    @classmethod
+    def of(cls, record: TokenRecord, scope: Scope) -> ScopeRefused:
+        return cls(f"token {record.id} has scope {record.scope}; this page needs {scope}")
+
+    @classmethod
+    def cross_site(cls) -> ScopeRefused:
+        return cls("a form posted from another site is refused: use the form on this site")
+
+
+def same_origin(request: Request) -> bool:
+    """A browser's form post names its page's origin; one from another site (login CSRF: signing
+    the victim in with the attacker's token) is refused. A client that sends no Origin (curl, a
+    script) is not a browser page and passes; SameSite=Strict guards the cookie either way."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
 def find_token(request: Request, token: str | None) -> TokenRecord | None:
@@ -64,7 +81,7 @@ def require_cookie(scope: Scope) -> Callable[[Request], TokenRecord]:
         if record is None:
             raise LoginRequired()
         if not record.allows(scope):
-            raise ScopeRefused(record, scope)
+            raise ScopeRefused.of(record, scope)
         return record
 
     check.__name__ = f"web_{scope}"
@@ -120,6 +137,8 @@ class WebRoute(APIRoute):
 
         async def handler(request: Request) -> Response:
             try:
+                if request.method == "POST" and not same_origin(request):
+                    raise ScopeRefused.cross_site()
                 response = await original(request)
             except LoginRequired:
                 response = login_redirect(request)

@@ -153,6 +153,21 @@ def test_a_revoked_token_is_sent_back_to_login(site: Site) -> None:
     assert login(site.client, site.secrets["read"]).status_code == 401
 
 
+def test_a_form_posted_from_another_site_is_refused(site: Site) -> None:
+    evil = {"Origin": "https://evil.example"}
+    data = {"token": site.secrets["read"], "next": ""}
+    forged = site.client.post("/web/login", data=data, headers=evil, follow_redirects=False)
+    assert forged.status_code == 403 and "another site" in forged.text
+    assert "set-cookie" not in forged.headers
+    hidden = site.client.post(
+        "/web/login", data=data, headers={"Origin": "null"}, follow_redirects=False
+    )
+    assert hidden.status_code == 403
+    own = {"Origin": "http://testserver"}
+    signed_in = site.client.post("/web/login", data=data, headers=own, follow_redirects=False)
+    assert signed_in.status_code == 303 and "set-cookie" in signed_in.headers
+
+
 def test_after_login_only_a_web_path_is_followed() -> None:
     assert safe_next("/web/systems/a?b=1") == "/web/systems/a?b=1"
     for hostile in ("https://evil.example/", "//evil.example/web/", "/api/v1/entries", "/web\\x"):

@@ -6,6 +6,7 @@ $ANNEX_WEB_SHOTS (default /tmp/web-shots/) for a person to look at.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -50,7 +51,9 @@ def server(sqlite_home: Home, tmp_path: Path) -> Iterator[tuple[str, str, Path]]
     site = build_site(sqlite_home, tmp_path, dossier=True)
     port = _free_port()
     app = create_app(sqlite_home)
-    running = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    # log_config=None: uvicorn's access log goes to the root logger, where caplog reads it
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=True)
+    running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -65,8 +68,9 @@ def server(sqlite_home: Home, tmp_path: Path) -> Iterator[tuple[str, str, Path]]
 
 
 def test_an_auditor_logs_in_follows_a_citation_and_verifies_a_dossier(
-    server: tuple[str, str, Path],
+    server: tuple[str, str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     url, token, files = server
     shots = Path(os.environ.get("ANNEX_WEB_SHOTS", "/tmp/web-shots"))
     shots.mkdir(parents=True, exist_ok=True)
@@ -127,3 +131,5 @@ def test_an_auditor_logs_in_follows_a_citation_and_verifies_a_dossier(
         finally:
             browser.close()
     assert problems == []  # no CSP violation, no script error
+    assert "POST /web/login" in caplog.text and "GET /web/systems/" in caplog.text
+    assert token not in caplog.text
