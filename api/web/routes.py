@@ -100,7 +100,8 @@ def asset(name: str) -> Response:
     if found is None:
         raise NotFound(f"no file {name!r}")
     path, media_type = found
-    return Response(path.read_bytes(), media_type=media_type)
+    cache = {"Cache-Control": "public, max-age=3600"}  # the same for everyone: no log data
+    return Response(path.read_bytes(), media_type=media_type, headers=cache)
 
 
 # -- systems -------------------------------------------------------------------------------------

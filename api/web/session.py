@@ -44,15 +44,15 @@ class LoginRequired(Exception):
     """No cookie, or its token is unknown or revoked: the browser goes to the login page."""
 
 
-class ScopeRefused(Exception):
-    """A live token whose scope does not cover the page, or a form posted from another site."""
+class Refused(Exception):
+    """A 403: a live token whose scope does not cover the page, or a form from another site."""
 
     @classmethod
-    def of(cls, record: TokenRecord, scope: Scope) -> ScopeRefused:
+    def of(cls, record: TokenRecord, scope: Scope) -> Refused:
         return cls(f"token {record.id} has scope {record.scope}; this page needs {scope}")
 
     @classmethod
-    def cross_site(cls) -> ScopeRefused:
+    def cross_site(cls) -> Refused:
         return cls("a form posted from another site is refused: use the form on this site")
 
 
@@ -81,7 +81,7 @@ def require_cookie(scope: Scope) -> Callable[[Request], TokenRecord]:
         if record is None:
             raise LoginRequired()
         if not record.allows(scope):
-            raise ScopeRefused.of(record, scope)
+            raise Refused.of(record, scope)
         return record
 
     check.__name__ = f"web_{scope}"
@@ -138,17 +138,18 @@ class WebRoute(APIRoute):
         async def handler(request: Request) -> Response:
             try:
                 if request.method == "POST" and not same_origin(request):
-                    raise ScopeRefused.cross_site()
+                    raise Refused.cross_site()
                 response = await original(request)
             except LoginRequired:
                 response = login_redirect(request)
-            except ScopeRefused as exc:
+            except Refused as exc:
                 response = error_page(request, 403, str(exc))
             except AnnexError as exc:
                 response = error_page(request, status_of(exc), str(exc))
             except RequestValidationError as exc:
                 response = error_page(request, 422, _first_error(exc))
-            response.headers.update(SECURITY_HEADERS)
+            for name, value in SECURITY_HEADERS.items():
+                response.headers.setdefault(name, value)
             return response
 
         return handler

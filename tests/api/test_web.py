@@ -218,6 +218,7 @@ def test_system_page_is_the_report_html_with_citations_linked(site: Site) -> Non
     assert '<link rel="stylesheet" href="/web/static/document.css">' in page.text
     css = site.client.get("/web/static/document.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert css.headers["cache-control"].startswith("public")  # the same for everyone
     assert site.client.get("/web/static/..%2Fauth.py").status_code == 404
 
 
