@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from api import routes_entries, routes_exports, routes_ingest, routes_log, routes_reports
+from api import routes_entries, routes_exports, routes_ingest, routes_log, routes_reports, web
 from api.auth import TokenFile
 from api.problems import install
 from api.settings import get_settings
@@ -37,6 +37,7 @@ ROUTE_GROUPS: tuple[Callable[[APIRouter], None], ...] = (
     routes_ingest.add_ingest,
     routes_ingest.add_lineage,
     routes_exports.add_exports,
+    web.add_web,
 )
 
 # -- the app -------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 
 from api.app import PUBLIC_PATHS, create_app
 from api.auth import SCOPES, TokenFile
+from api.web import PUBLIC_WEB_PATHS
+from api.web.session import COOKIE, WEB
 from evidence.errors import InputError
 from evidence.home import Home
 from tests.api.conftest import Annex
@@ -69,11 +71,15 @@ def test_every_route_refuses_a_missing_and_a_wrong_scope_token(
     tokens = {scope: bearer(sqlite_home, scope) for scope in ("read", "write", "report")}
     checked = 0
     for route in app.routes:  # type: ignore[attr-defined]
-        if route.path in PUBLIC_PATHS:
+        if route.path in PUBLIC_PATHS | PUBLIC_WEB_PATHS:
             continue
         assert isinstance(route, APIRoute), f"{route.path} is not an API route"
         for method in (route.methods or set()) - {"HEAD", "OPTIONS"}:
             url = _concrete(route.path)
+            if route.path.startswith(WEB + "/"):
+                _check_web_page(client, method, url, tokens)
+                checked += 1
+                continue
             missing = client.request(method, url)
             assert missing.status_code == 401, (method, url, missing.text)
             assert missing.headers["www-authenticate"].startswith("Bearer")
@@ -85,6 +91,27 @@ def test_every_route_refuses_a_missing_and_a_wrong_scope_token(
             assert 401 not in statuses
             checked += 1
     assert checked >= 8  # the eight routes of this slice, at least
+
+
+def _check_web_page(
+    client: TestClient, method: str, url: str, tokens: dict[str, dict[str, str]]
+) -> None:
+    """A browser page: no or a dead cookie goes to the login page (never the page itself), a live
+    token without the scope gets 403, and the token is never a bearer header's business here."""
+    login = f"{WEB}/login?next="
+    for cookie in ({}, {"Cookie": f"{COOKIE}=annex_nope"}):
+        answer = client.request(method, url, headers=cookie, follow_redirects=False)
+        assert answer.status_code == 303, (method, url, cookie, answer.status_code)
+        assert answer.headers["location"].startswith(login), (method, url)
+    bearer_only = client.request(method, url, headers=tokens["read"], follow_redirects=False)
+    assert bearer_only.status_code == 303, (method, url)  # the pages read the cookie alone
+    statuses = []
+    for header in tokens.values():
+        secret = header["Authorization"].removeprefix("Bearer ")
+        cookie = {"Cookie": f"{COOKIE}={secret}"}
+        statuses.append(client.request(method, url, headers=cookie, follow_redirects=False))
+    codes = [s.status_code for s in statuses]
+    assert 403 in codes and 303 not in codes and 401 not in codes, (method, url, codes)
 
 
 def test_public_routes_need_no_token(client: TestClient) -> None:
