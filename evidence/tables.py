@@ -7,7 +7,8 @@ deliberate edit by someone who drops the triggers detectable by `annex verify`.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Engine, Index, Integer, LargeBinary, Table, text
+from sqlalchemy import BigInteger, Column, Engine, Index, Integer, LargeBinary, Table, inspect, text
+from sqlalchemy.schema import CreateIndex
 from sqlmodel import Field, SQLModel
 
 # INTEGER PRIMARY KEY is SQLite's rowid; BIGINT elsewhere.
@@ -16,6 +17,9 @@ _BigKey = BigInteger().with_variant(Integer(), "sqlite")
 
 class EntryRow(SQLModel, table=True):
     __tablename__ = "entries"
+    # Not unique: a log may hold the same statement signed twice by its own key (Ed25519 is
+    # deterministic), and logs made before replays were refused may hold a replayed envelope.
+    __table_args__ = (Index("ix_entries_leaf_hash", "leaf_hash"),)
 
     idx: int = Field(sa_column=Column(_BigKey, primary_key=True, autoincrement=False))
     leaf_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
@@ -121,3 +125,22 @@ def create_schema(engine: Engine) -> None:
     with engine.begin() as conn:
         for statement in trigger_statements(engine.dialect.name):
             conn.execute(text(statement))
+
+
+def add_missing_indexes(engine: Engine) -> list[str]:
+    """Creates the indexes that a log made by an earlier version lacks; returns their names.
+
+    Indexes are only ever added, never changed, so this is the whole migration: a writer runs it
+    when it opens the log. `IF NOT EXISTS` makes two writers opening an old log at once safe.
+    """
+    missing: list[Index] = []
+    with engine.connect() as conn:
+        inspector = inspect(conn)
+        for table in LOG_TABLES:
+            have = {found["name"] for found in inspector.get_indexes(table.name)}
+            missing.extend(index for index in table.indexes if index.name not in have)
+    if missing:
+        with engine.begin() as conn:
+            for index in missing:
+                conn.execute(CreateIndex(index, if_not_exists=True))
+    return [str(index.name) for index in missing]
