@@ -71,10 +71,12 @@ from evidence.merkle import range_nodes as _range_nodes
 from evidence.note import Checkpoint, TlogProof, check_key_name, sign_checkpoint
 from evidence.parallel import map_chunked
 from evidence.tables import (
+    LEAF_PREFIX_BYTES,
     add_missing_indexes,
     checkpoints,
     create_schema,
     entries,
+    leaf_prefix,
     meta,
     nodes,
     subjects,
@@ -594,7 +596,7 @@ _LOOKUP_CHUNK = 5000  # leaf hashes a query: well under SQLite's 32,766 bound pa
 def _refuse_logged(conn: Connection, batch: Sequence[Prepared]) -> None:
     """Raises DuplicateEntry for the first envelope of the batch whose leaf hash the log holds.
 
-    Runs under the sequencer lock: one index search per envelope (ix_entries_leaf_hash).
+    Runs under the sequencer lock: one index search per envelope (ix_entries_leaf_prefix).
     """
     leaves = [p.leaf for p in batch]
     logged: dict[bytes, int] = {}
@@ -602,6 +604,7 @@ def _refuse_logged(conn: Connection, batch: Sequence[Prepared]) -> None:
         chunk = leaves[start : start + _LOOKUP_CHUNK]
         rows = conn.execute(
             select(entries.c.leaf_hash, func.min(entries.c.idx))
+            .where(leaf_prefix.in_([leaf[:LEAF_PREFIX_BYTES] for leaf in chunk]))
             .where(entries.c.leaf_hash.in_(chunk))
             .group_by(entries.c.leaf_hash)
         ).all()

@@ -18,7 +18,7 @@ from evidence.store import Store, prepare_envelopes
 from evidence.verify import verify_log
 from tests.conftest import statement
 
-LEAF_INDEX = "ix_entries_leaf_hash"
+LEAF_INDEX = "ix_entries_leaf_prefix"
 
 
 @pytest.fixture
@@ -105,12 +105,15 @@ def test_simultaneous_replays_land_once(home: Home, node: Signer) -> None:
 
 
 def test_the_lookup_searches_an_index(sqlite_home: Home) -> None:
+    """The shape of the store's lookup: prefixes through the index, then whole hashes."""
+    query = (
+        "EXPLAIN QUERY PLAN SELECT leaf_hash, min(idx) FROM entries "
+        "WHERE substr(leaf_hash, 1, 8) IN (:a, :b) AND leaf_hash IN (:c, :d) GROUP BY leaf_hash"
+    )
+    a, b = b"a" * 32, b"b" * 32
     with sqlite_home.open_store() as store, store.engine.connect() as conn:
-        plan = conn.execute(
-            text("EXPLAIN QUERY PLAN SELECT idx FROM entries WHERE leaf_hash IN (:a, :b)"),
-            {"a": b"a" * 32, "b": b"b" * 32},
-        ).all()
-    assert any(LEAF_INDEX in str(row) for row in plan), plan
+        plan = conn.execute(text(query), {"a": a[:8], "b": b[:8], "c": a, "d": b}).all()
+    assert any(f"USING INDEX {LEAF_INDEX}" in str(row) for row in plan), plan
 
 
 def _indexes(home: Home) -> set[str]:
