@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,6 +19,8 @@ class Settings:
     home: Path
     database_url: str | None
     passphrase: bytes | None
+    # The bearer token `annex collect gpu --push` sends (ANNEX_TOKEN); never printed.
+    token: str | None = field(default=None, repr=False)
     # Where the compute is, for GPU evidence (ANNEX_SITE, ANNEX_COUNTRY, ANNEX_OPERATOR).
     site: str | None = None
     country: str | None = None
@@ -44,6 +46,7 @@ def read_settings(env: Mapping[str, str], home: Path | None = None) -> Settings:
         home=chosen.expanduser().absolute(),
         database_url=env.get("ANNEX_DATABASE_URL") or None,
         passphrase=_passphrase(env),
+        token=env.get("ANNEX_TOKEN") or None,
         site=env.get("ANNEX_SITE") or None,
         country=env.get("ANNEX_COUNTRY") or None,
         operator=env.get("ANNEX_OPERATOR") or None,

@@ -48,6 +48,21 @@ class StoreError(AnnexError):
     http_status = 503
 
 
+class DuplicateEntry(StoreError):
+    """An envelope the log already holds was offered again (a replay): nothing was appended.
+
+    `index` is the entry that already holds it. Refused inside the sequencer, so of two identical
+    envelopes appended at the same instant exactly one lands.
+    """
+
+    exit_code = 2
+    http_status = 409
+
+    def __init__(self, message: str, *, index: int) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 class VerificationError(AnnexError):
     """Evidence does not verify: a bad signature, a broken proof, a rewritten log.
 

@@ -18,6 +18,14 @@ Sequencing
 Signing happens before the lock; inside it, one writer at a time reads the tree size and the
 O(log n) hashes on the tree's right edge, writes the batch and signs the checkpoint. Writers in
 many processes or on many hosts (PostgreSQL) therefore get consecutive indices and one tree.
+
+Replays
+-------
+An envelope signed elsewhere (`append_envelopes`) whose leaf hash the log already holds is
+refused with `DuplicateEntry` naming the entry that holds it, and the whole batch with it. The
+check is one indexed lookup per envelope made inside the lock, so of two identical envelopes
+appended at the same instant exactly one lands. Statements the log signs itself (`append`) are
+not checked: signing the same statement again is a new observation by the log.
 """
 
 from __future__ import annotations
@@ -42,7 +50,14 @@ from evidence.entry import (
     statement_metadata,
     to_us,
 )
-from evidence.errors import ConfigError, InputError, StoreError, TrustError, VerificationError
+from evidence.errors import (
+    ConfigError,
+    DuplicateEntry,
+    InputError,
+    StoreError,
+    TrustError,
+    VerificationError,
+)
 from evidence.keys import Signer, TrustIndex
 from evidence.merkle import (
     CompactRange,
@@ -55,7 +70,16 @@ from evidence.merkle import (
 from evidence.merkle import range_nodes as _range_nodes
 from evidence.note import Checkpoint, TlogProof, check_key_name, sign_checkpoint
 from evidence.parallel import map_chunked
-from evidence.tables import checkpoints, create_schema, entries, meta, nodes, subjects
+from evidence.tables import (
+    LEAF_PREFIX_BYTES,
+    add_missing_indexes,
+    checkpoints,
+    create_schema,
+    entries,
+    meta,
+    nodes,
+    subjects,
+)
 from schemas.statement import Statement
 
 SCHEMA_VERSION = "1"
@@ -69,6 +93,7 @@ class Prepared:
     leaf: bytes
     keyids: tuple[str, ...]
     metadata: Metadata
+    label: str  # where it came from, for error messages
 
 
 @dataclass(frozen=True)
@@ -120,9 +145,9 @@ def prepare_statements(
     ]
     sigs = map_chunked(signer.sign, [pae(IN_TOTO_PAYLOAD_TYPE, p) for p, _ in checked])
     out = []
-    for (payload, metadata), sig in zip(checked, sigs, strict=True):
+    for (payload, metadata), sig, where in zip(checked, sigs, labels, strict=True):
         data = Envelope(IN_TOTO_PAYLOAD_TYPE, payload, (Signature(signer.keyid, sig),)).canonical()
-        out.append(Prepared(data, leaf_hash(data), (signer.keyid,), metadata))
+        out.append(Prepared(data, leaf_hash(data), (signer.keyid,), metadata, where))
     return out
 
 
@@ -147,10 +172,20 @@ def prepare_envelopes(
 
     keyids = map_chunked(check, list(zip(envelopes, labels, strict=True)))
     out = []
-    for envelope, derived, known in zip(envelopes, metadata, keyids, strict=True):
+    for envelope, derived, known, where in zip(envelopes, metadata, keyids, labels, strict=True):
         data = envelope.canonical()
-        out.append(Prepared(data, leaf_hash(data), known, derived))
+        out.append(Prepared(data, leaf_hash(data), known, derived, where))
+    _refuse_repeats(out)
     return out
+
+
+def _refuse_repeats(batch: Sequence[Prepared]) -> None:
+    """A batch that holds one envelope twice is refused before it reaches the lock."""
+    first: dict[bytes, str] = {}
+    for p in batch:
+        if p.leaf in first:
+            raise InputError(f"{p.label} repeats {first[p.leaf]}: a batch holds each envelope once")
+        first[p.leaf] = p.label
 
 
 class Keys(Protocol):
@@ -219,7 +254,13 @@ class Store:
             raise ConfigError(f"no Annex log in {engine.url!r}: run `annex init` first")
         if rows.get("schema_version") != SCHEMA_VERSION:
             raise ConfigError(f"log schema {rows.get('schema_version')} is not supported")
-        return cls(engine, rows["origin"], **kwargs)
+        store = cls(engine, rows["origin"], **kwargs)
+        if store.keys is not None:  # a writer brings an older log's indexes up to date
+            try:
+                add_missing_indexes(engine)
+            except (OperationalError, DBAPIError) as exc:
+                raise StoreError(f"cannot add the log's indexes: {exc.orig}") from exc
+        return store
 
     def close(self) -> None:
         self.engine.dispose()
@@ -256,7 +297,7 @@ class Store:
         _, trust = self._writer()
         names = labels or [f"envelope {i + 1}" for i in range(len(envelopes))]
         batch = prepare_envelopes(envelopes, trust, names)
-        return self._commit(lambda _size: batch)
+        return self._commit(lambda _size: batch, refuse_logged=True)
 
     def append_locked(self, build: Callable[[int], Sequence[Mapping[str, Any]]]) -> AppendResult:
         """Appends statements built inside the sequencer lock from the current tree size.
@@ -273,7 +314,9 @@ class Store:
 
         return self._commit(inside)
 
-    def _commit(self, batch_at: Callable[[int], list[Prepared]]) -> AppendResult:
+    def _commit(
+        self, batch_at: Callable[[int], list[Prepared]], *, refuse_logged: bool = False
+    ) -> AppendResult:
         try:
             with (
                 self.engine.connect().execution_options(**{WRITE: True}) as conn,
@@ -284,6 +327,8 @@ class Store:
                 batch = batch_at(size)
                 if not batch:
                     raise InputError("nothing to append: the batch is empty")
+                if refuse_logged:
+                    _refuse_logged(conn, batch)
                 return self._sequence(conn, size, batch)
         except IntegrityError as exc:
             raise StoreError(f"append refused by the database: {exc.orig}") from exc
@@ -542,6 +587,39 @@ def _insert_many(
     marks = ", ".join(mark for _ in columns)
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
     conn.exec_driver_sql(sql, rows)
+
+
+_LOOKUP_CHUNK = 5000  # leaf hashes a query: well under SQLite's 32,766 bound parameters
+
+
+def _refuse_logged(conn: Connection, batch: Sequence[Prepared]) -> None:
+    """Raises DuplicateEntry for the first envelope of the batch whose leaf hash the log holds.
+
+    Runs under the sequencer lock: one search of ix_entries_leaf_prefix per envelope, then the
+    whole hash compared. Written for the driver, as `_fetch_nodes` is: SQLAlchemy's expanding IN
+    parameters cost some forty times more than the query on a batch of a thousand.
+    """
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    logged: dict[bytes, int] = {}
+    for start in range(0, len(batch), _LOOKUP_CHUNK):
+        leaves = {p.leaf for p in batch[start : start + _LOOKUP_CHUNK]}
+        marks = ", ".join([mark] * len(leaves))
+        rows = conn.exec_driver_sql(
+            f"SELECT leaf_hash, idx FROM {entries.name} "
+            f"WHERE substr(leaf_hash, 1, {LEAF_PREFIX_BYTES}) IN ({marks})",
+            tuple(leaf[:LEAF_PREFIX_BYTES] for leaf in leaves),
+        ).all()
+        for found, idx in rows:
+            leaf = bytes(found)
+            if leaf in leaves:
+                logged[leaf] = min(idx, logged.get(leaf, idx))
+    for p in batch:
+        if p.leaf in logged:
+            index = logged[p.leaf]
+            raise DuplicateEntry(
+                f"{p.label} is already in the log at entry {index}: nothing appended",
+                index=index,
+            )
 
 
 def log_size(conn: Connection) -> int:

@@ -1,0 +1,150 @@
+"""Replays, on SQLite and on PostgreSQL: an envelope the log already holds is refused inside the
+sequencer with the index that holds it, the whole batch with it, and nothing is appended; the
+lookup is an index search, and a log made before the index existed gets it when opened to write."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import text
+
+from evidence.canonical import canonical_bytes
+from evidence.dsse import Envelope, sign_envelope
+from evidence.errors import DuplicateEntry, InputError, StoreError
+from evidence.home import Home
+from evidence.keys import Signer
+from evidence.store import Store, prepare_envelopes
+from evidence.verify import verify_log
+from tests.conftest import statement
+
+LEAF_INDEX = "ix_entries_leaf_prefix"
+
+
+@pytest.fixture
+def node(home: Home) -> Signer:
+    signer = Signer.generate("gpu-node-1")
+    home.add_collector_key(signer.name, signer.public_bytes)
+    return signer
+
+
+def envelope(signer: Signer, n: int) -> Envelope:
+    return sign_envelope(canonical_bytes(statement(n, kind="gpu")), signer)
+
+
+def test_a_replayed_envelope_is_refused_with_its_index(
+    store: Store, home: Home, node: Signer
+) -> None:
+    first = store.append_envelopes([envelope(node, 1)]).first_index
+    store.append_envelopes([envelope(node, 2)])
+    size = store.size()
+    with pytest.raises(DuplicateEntry) as refused:
+        store.append_envelopes([envelope(node, 1)])
+    assert refused.value.index == first
+    assert f"envelope 1 is already in the log at entry {first}" in str(refused.value)
+    assert isinstance(refused.value, StoreError) and refused.value.exit_code == 2
+    assert store.size() == size and store.checkpoint().size == size
+    verify_log(store, home.trust())
+
+
+def test_one_replay_refuses_the_whole_batch(store: Store, node: Signer) -> None:
+    logged = store.append_envelopes([envelope(node, 1)]).first_index
+    size = store.size()
+    batch = [envelope(node, 2), envelope(node, 1), envelope(node, 3)]
+    with pytest.raises(DuplicateEntry, match=f"line 2 is already in the log at entry {logged}"):
+        store.append_envelopes(batch, labels=["line 1", "line 2", "line 3"])
+    assert store.size() == size
+    assert list(store.append_envelopes([batch[0], batch[2]]).indices) == [size, size + 1]
+
+
+def test_a_batch_holding_one_envelope_twice_is_refused(store: Store, node: Signer) -> None:
+    size = store.size()
+    same = envelope(node, 1)
+    with pytest.raises(InputError, match="envelope 3 repeats envelope 1"):
+        store.append_envelopes([same, envelope(node, 2), same])
+    assert store.size() == size
+
+
+def test_the_log_may_sign_the_same_statement_twice(store: Store) -> None:
+    """Statements the log signs itself are observations, not replays: Ed25519 is deterministic,
+    so the same statement signed twice is the same envelope, and both are logged."""
+    one = store.append([statement(1)])
+    two = store.append([statement(1)])
+    assert one.leaf_hashes == two.leaf_hashes and two.first_index == one.first_index + 1
+
+
+def test_simultaneous_replays_land_once(home: Home, node: Signer) -> None:
+    """Four writers, each with its own engine, append one envelope at the same instant."""
+    same = envelope(node, 1)
+    stores = [home.open_store(write=True) for _ in range(4)]
+    start = threading.Barrier(len(stores))
+    outcomes: list[int | DuplicateEntry] = []
+
+    def push(store: Store) -> None:
+        start.wait(timeout=30)
+        try:
+            outcomes.append(store.append_envelopes([same]).first_index)
+        except DuplicateEntry as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=push, args=(s,)) for s in stores]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        for s in stores:
+            s.close()
+    landed = [o for o in outcomes if isinstance(o, int)]
+    refused = [o for o in outcomes if isinstance(o, DuplicateEntry)]
+    assert len(landed) == 1 and len(refused) == 3
+    assert {r.index for r in refused} == set(landed)
+    with home.open_store() as store:
+        assert store.size() == landed[0] + 1
+
+
+def test_the_lookup_searches_an_index(sqlite_home: Home) -> None:
+    """The store's lookup (evidence/store.py `_refuse_logged`) is an index search."""
+    query = (
+        "EXPLAIN QUERY PLAN SELECT leaf_hash, idx FROM entries "
+        "WHERE substr(leaf_hash, 1, 8) IN (:a, :b)"
+    )
+    with sqlite_home.open_store() as store, store.engine.connect() as conn:
+        plan = conn.execute(text(query), {"a": b"a" * 8, "b": b"b" * 8}).all()
+    assert any(f"USING INDEX {LEAF_INDEX}" in str(row) for row in plan), plan
+
+
+def _indexes(home: Home) -> set[str]:
+    with home.open_store() as store, store.engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            sql = "SELECT name FROM sqlite_master WHERE type = 'index'"
+        else:
+            sql = "SELECT indexname FROM pg_indexes WHERE tablename = 'entries'"
+        return {row[0] for row in conn.execute(text(sql))}
+
+
+def test_a_log_made_before_the_index_gets_it_when_opened_to_write(home: Home, node: Signer) -> None:
+    with home.open_store() as store, store.engine.begin() as conn:
+        conn.execute(text(f"DROP INDEX {LEAF_INDEX}"))
+    assert LEAF_INDEX not in _indexes(home)  # reading leaves the database as it is
+    with home.open_store(write=True) as store:
+        logged = store.append_envelopes([envelope(node, 1)]).first_index
+        with pytest.raises(DuplicateEntry) as refused:
+            store.append_envelopes([envelope(node, 1)])
+    assert refused.value.index == logged
+    assert LEAF_INDEX in _indexes(home)
+
+
+def test_a_log_holding_a_replay_still_opens_and_verifies(home: Home, node: Signer) -> None:
+    """Before replays were refused two identical envelopes could both land: the index is not
+    unique, so such a log keeps opening and verifying, and refuses further copies."""
+    same = envelope(node, 1)
+    with home.open_store(write=True) as store:
+        first = store.append_envelopes([same]).first_index
+        # the append of an earlier version: no replay check under the lock
+        store._commit(lambda _size: prepare_envelopes([same], home.trust(), ["envelope"]))
+        verify_log(store, home.trust())
+        with pytest.raises(DuplicateEntry) as refused:
+            store.append_envelopes([same])
+    assert refused.value.index == first
