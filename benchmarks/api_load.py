@@ -60,6 +60,7 @@ TARGET_RATE = 500.0
 INGEST_TARGET = 1500.0
 CHECKPOINT_GAP_S = 1.0
 POLL_S = 0.2
+REQUEST_TIMEOUT_S = 30.0
 
 
 def statement(i: int, kind: str = "benchmark") -> dict[str, Any]:
@@ -251,10 +252,10 @@ async def read_load(
 async def _one_read(pool: Pool, route: str, index: int, due: float, into: Latencies) -> None:
     path = f"{API}/entries/{index}" + ("/proof" if route == "proof" else "")
     try:
-        status, _ = await pool.request("GET", path)
+        status, _ = await asyncio.wait_for(pool.request("GET", path), REQUEST_TIMEOUT_S)
         ok = status == 200
-    except (OSError, asyncio.IncompleteReadError):
-        ok = False
+    except (OSError, asyncio.IncompleteReadError, TimeoutError):
+        ok = False  # counted as an error, its latency as measured when given up
     into.seconds[route].append(time.perf_counter() - due)
     if not ok:
         into.errors[route] += 1
@@ -288,7 +289,9 @@ async def ingest_load(server: Server, bodies: list[bytes], clients: int, limit_s
             for body in pending:
                 if time.perf_counter() > stop_at:
                     return
-                status, _ = await writers.request("POST", API + "/entries", body)
+                status, _ = await asyncio.wait_for(
+                    writers.request("POST", API + "/entries", body), REQUEST_TIMEOUT_S
+                )
                 if status == 201:
                     result.appended += 1
                 else:

@@ -59,6 +59,9 @@ def served(
         _, secret = TokenFile(home.path).create("admin", "fuzz")
         app = create_app(home)
         yield app, {"Authorization": f"Bearer {secret}"}
+        jobs = getattr(app.state, "jobs", None)  # what the lifespan would stop
+        if jobs is not None:
+            jobs.close()
         app.state.stores.close()
 
 
