@@ -103,8 +103,8 @@ def free_port() -> int:
         return port
 
 
-def prepare_home(path: Path, prefill: int, collector: Signer) -> Home:
-    home = Home(path)
+def prepare_home(path: Path, prefill: int, collector: Signer, url: str | None) -> Home:
+    home = Home(path, url)
     home.init(ORIGIN, model_signing_name=None)
     with home.open_store(write=True) as store:
         for start in range(0, prefill, 1000):
@@ -122,6 +122,8 @@ def serving(home: Home, log: Path) -> Iterator[Server]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ANNEX_HOME": str(home.path)}
     for name in ("ANNEX_DATABASE_URL", "ANNEX_KEY_PASSPHRASE", "ANNEX_KEY_PASSPHRASE_FILE"):
         env.pop(name, None)
+    if home.database_url is not None:
+        env["ANNEX_DATABASE_URL"] = home.database_url
     command = [sys.executable, "-c", "from api.cli import main; main()"]
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -325,11 +327,13 @@ def checkpoint_gaps(seen: list[tuple[float, int, str]], elapsed: float) -> dict[
 # -- the store in this process ---------------------------------------------------------------------
 
 
-def store_rates(path: Path, envelopes: list[Envelope], collector: Signer) -> dict[str, float]:
+def store_rates(
+    path: Path, envelopes: list[Envelope], collector: Signer, databases: Databases
+) -> dict[str, float]:
     """The same envelopes appended in-process into fresh logs: one a batch, and all in one."""
     rates = {}
     for name, batch in (("batch_1", 1), ("batch_all", len(envelopes))):
-        home = Home(path / name)
+        home = Home(path / name, databases.new())
         home.init(ORIGIN, model_signing_name=None)
         home.add_collector_key(COLLECTOR, collector.public_bytes)
         with home.open_store(write=True) as store:
@@ -359,8 +363,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     bodies = [json.dumps(e.to_dict()).encode() for e in envelopes]
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="annex-api-load-") as tmp:
-        home = prepare_home(Path(tmp) / "served", args.prefill, collector)
+    with (
+        tempfile.TemporaryDirectory(prefix="annex-api-load-") as tmp,
+        Databases(args.postgres) as databases,
+    ):
+        home = prepare_home(Path(tmp) / "served", args.prefill, collector, databases.new())
         size = args.prefill + 1  # the key event at 0
         with serving(home, Path(tmp) / "serve.log") as server:
             cpu: dict[str, dict[str, float]] = {}
@@ -370,9 +377,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             with cpu_of(server, cpu, "ingest"):
                 ingest = asyncio.run(ingest_load(server, bodies, args.clients, args.ingest_seconds))
-        in_process = store_rates(Path(tmp) / "in-process", envelopes, collector)
+        in_process = store_rates(Path(tmp) / "in-process", envelopes, collector, databases)
     figures = report(args, reads, ingest, in_process, load_before, os.getloadavg())
     return {**figures, "cores_used": cpu}
+
+
+class Databases:
+    """None (SQLite in the data directory) each time; with a PostgreSQL server URL, a fresh
+    database on it each time, all dropped at the end."""
+
+    def __init__(self, server: str | None) -> None:
+        self.server = server
+        self.made: list[str] = []
+
+    def __enter__(self) -> Databases:
+        return self
+
+    def new(self) -> str | None:
+        if self.server is None:
+            return None
+        name = f"annex_load_{os.getpid()}_{len(self.made)}"
+        self._admin(f"CREATE DATABASE {name}")
+        self.made.append(name)
+        return self.server.rsplit("/", 1)[0] + "/" + name
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.made:
+            self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def _admin(self, sql: str) -> None:
+        from sqlalchemy import create_engine, text
+
+        assert self.server is not None
+        engine = create_engine(self.server, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text(sql))
+        engine.dispose()
 
 
 @contextmanager
@@ -426,7 +466,8 @@ def print_table(figures: dict[str, Any]) -> None:
     store = figures["store_in_process"]
     print(
         f"{figures['cpus']} CPUs; load average {figures['load_average_before'][0]:.2f} before, "
-        f"{figures['load_average_after'][0]:.2f} after; log of {s['prefill'] + 1} entries"
+        f"{figures['load_average_after'][0]:.2f} after; log of {s['prefill'] + 1} entries in "
+        f"{'PostgreSQL' if s['postgres'] else 'SQLite'}"
     )
     print(
         f"reads: {s['rate']:.0f} req/s scheduled for {s['seconds']} s, achieved "
@@ -475,6 +516,12 @@ def main() -> None:
     parser.add_argument("--ingest-count", type=int, default=3_000, help="envelopes to POST")
     parser.add_argument("--clients", type=int, default=8, help="concurrent ingest clients")
     parser.add_argument("--ingest-seconds", type=float, default=60.0, help="ingest time limit")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="a PostgreSQL server URL whose user may create databases: the served log and the "
+        "in-process ones go there (default: SQLite in the temporary data directory)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     if args.rate <= 0 or args.seconds <= 0 or args.prefill < 1 or args.ingest_count < 1:
