@@ -2,9 +2,12 @@
 
     python benchmarks/api_load.py                       # 500 req/s for 10 s, 3,000 envelopes
     python benchmarks/api_load.py --rate 200 --seconds 5 --ingest-count 500 --json
+    python benchmarks/api_load.py --postgres postgresql://postgres@127.0.0.1:5432/postgres
 
 It starts `annex serve` (uvicorn, one process) on a free loopback port with a fresh data
-directory holding --prefill entries, then, from this process:
+directory holding --prefill entries (in SQLite; with --postgres, in fresh databases on that
+server, dropped at the end), then drives it from this process with a minimal keep-alive
+HTTP/1.1 client, which leaves the server nearly all the CPU:
 
 1. reads: GET /entries/{i} and GET /entries/{i}/proof, alternating, on an open-loop schedule
    at --rate requests a second for --seconds. Each request's latency runs from the time the
