@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,18 @@ def test_kustomize_builds_with_the_image_set() -> None:
     images = re.findall(r"image: (\S+)", done.stdout)
     assert wanted in images and IMAGE not in images
     assert len(built) == len([d for _, d in documents() if d["kind"] != "Kustomization"])
+
+
+def test_the_image_holds_every_package_and_runs_as_the_manifests_user() -> None:
+    containerfile = (DEPLOY / "Containerfile").read_text(encoding="utf-8")
+    project = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    packages = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    for package in (p.rstrip("*") for p in packages):
+        assert f"COPY {package} ./{package}\n" in containerfile, package
+    (user,) = re.findall(r"^USER (\d+)$", containerfile, flags=re.M)
+    for name, pod in workloads():
+        if name != "annex-postgres":
+            assert pod["securityContext"]["runAsUser"] == int(user), name
 
 
 # -- systemd -------------------------------------------------------------------------------------
