@@ -182,6 +182,20 @@ def test_every_annex_container_runs_the_image_and_a_real_annex_command() -> None
     assert commands >= 5  # serve, sweep, init, keys export-public, collect gpu
 
 
+@pytest.mark.skipif(not Path("/bin/sh").exists(), reason="no /bin/sh")
+def test_every_shell_script_parses() -> None:
+    scripts = [
+        c["command"][2]
+        for _, pod in workloads()
+        for c in containers(pod)
+        if c.get("command", [])[:2] == ["/bin/sh", "-c"]
+    ]
+    assert len(scripts) >= 3  # seed-trust, own-home, the collector's loop
+    for script in scripts:
+        done = subprocess.run(["/bin/sh", "-n", "-c", script], capture_output=True, check=False)
+        assert done.returncode == 0, (script, done.stderr)
+
+
 def test_an_unknown_command_or_option_is_caught() -> None:
     assert unresolved(["annex", "serve", "--host", "0.0.0.0", "--bogus"]) == ["serve --bogus"]
     assert unresolved(["annex", "colect", "gpu"]) == ["colect"]
