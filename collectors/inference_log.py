@@ -628,6 +628,8 @@ class LineDecoder:
                     raise CollectorError(message) from None
         except _NotJsonNumber as exc:
             raise CollectorError(f"{where} line {number}: not valid JSON: {exc}") from None
+        except RecursionError:
+            raise CollectorError(f"{where} line {number}: nested too deeply") from None
         if not isinstance(obj, dict):
             raise CollectorError(f"{where} line {number}: not a JSON object")
         return obj

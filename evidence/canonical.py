@@ -82,3 +82,5 @@ def parse_json(data: bytes | str, *, what: str) -> Any:
         raise
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{what} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise InputError(f"{what} is nested too deeply to be evidence") from None

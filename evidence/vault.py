@@ -250,18 +250,30 @@ class Vault:
 
 
 def _master_key(path: Path) -> bytes:
-    """Reads the master key, creating it (mode 0600, exclusively) when absent."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        data = path.read_bytes()
-        if len(data) != 32:
-            raise ConfigError(f"{path} must hold 32 bytes, not {len(data)}") from None
-        return data
-    key = secrets.token_bytes(32)
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return key
+    """Reads the master key, creating it (mode 0600) when absent.
+
+    The key is written whole to a private temporary file and then hard-linked into place, so a
+    second process opening the vault at the same moment sees either no key or all 32 bytes of
+    the one that won, never an empty file.
+    """
+    if not path.exists():
+        key = secrets.token_bytes(32)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        else:
+            return key
+        finally:
+            tmp.unlink()
+    data = path.read_bytes()
+    if len(data) != 32:
+        raise ConfigError(f"{path} must hold 32 bytes, not {len(data)}")
+    return data

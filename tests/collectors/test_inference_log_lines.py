@@ -116,3 +116,9 @@ def test_numbers_json_does_not_have_are_refused_by_line(raw: str, message: str) 
     with pytest.raises(CollectorError, match=message) as caught:
         digest(good, bad)
     assert "gw.jsonl line 2: not valid JSON" in str(caught.value)
+
+
+def test_a_line_nested_too_deeply_is_refused_by_line() -> None:
+    nested = json.dumps(BASE)[:-1] + ', "extra": ' + "[" * 200_000 + "]" * 200_000 + "}"
+    with pytest.raises(CollectorError, match="line 1: nested too deeply"):
+        digest(nested)

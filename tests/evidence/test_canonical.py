@@ -70,3 +70,10 @@ def test_parse_json_errors_name_the_input() -> None:
         parse_json("{", what="line 3")
     with pytest.raises(InputError, match="duplicate key 'a'"):
         parse_json('{"a":1,"a":2}', what="x")
+
+
+def test_parse_json_refuses_nesting_deeper_than_python_recurses() -> None:
+    """A hostile body of a million brackets is an input error, not a crash of the service."""
+    deep = "[" * 1_000_000 + "]" * 1_000_000
+    with pytest.raises(InputError, match="the body is nested too deeply"):
+        parse_json(deep, what="the body")

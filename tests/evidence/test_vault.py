@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,6 +120,31 @@ def test_master_key_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
     (tmp_path / "vault" / "master.key").write_bytes(b"short")
     with pytest.raises(Exception, match="32 bytes"):
         Vault.open(tmp_path / "vault")
+
+
+def test_vaults_opened_at_once_share_one_whole_master_key(tmp_path: Path) -> None:
+    """Sixteen openers race to create the key: all read the same 32 bytes, none an empty file."""
+    (tmp_path / "vault").mkdir()
+    start = threading.Barrier(16)
+    keys: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            with Vault.open(tmp_path / "vault") as v:
+                keys.append(v.lookup("alice@example.com").encode())
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(set(keys)) == 1
+    assert sorted(p.name for p in (tmp_path / "vault").iterdir() if p.name.startswith(".")) == []
 
 
 # -- blobs --------------------------------------------------------------------------------------
