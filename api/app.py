@@ -4,7 +4,8 @@
 is opened on first use and closed at shutdown. Every route but the health checks and the OpenAPI
 documents depends on `require(scope)` (api/auth.py); every failure is a problem+json body
 (api/problems.py). Work per request is bounded: pages of at most MAX_PAGE entries, bodies of at
-most MAX_BODY bytes, a system filter that scans at most SYSTEM_SCAN entries per kind.
+most MAX_BODY bytes (MAX_INFERENCE_BODY for an inference-log batch), a system filter that
+scans at most SYSTEM_SCAN entries per kind, exports of at most MAX_EXPORT_ENTRIES entries.
 """
 
 from __future__ import annotations

@@ -14,9 +14,11 @@ from api import state
 from api.problems import Conflict, NotFound, Unprocessable
 from api.state import (
     DEFAULT_PAGE,
+    INT64_MAX,
     MAX_PAGE,
     PREFIX,
     SYSTEM_FIELD_KINDS,
+    IndexPath,
     Stores,
     StoresDep,
     aware,
@@ -110,7 +112,7 @@ def add_entries(router: APIRouter) -> None:
         until: Annotated[datetime | None, Query(description="logged before")] = None,
         system: Annotated[str | None, Query(description="a system id")] = None,
         after: Annotated[
-            int | None, Query(ge=-1, description="cursor: the last index seen")
+            int | None, Query(ge=-1, le=INT64_MAX, description="cursor: the last index seen")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     ) -> dict[str, Any]:
@@ -131,7 +133,7 @@ def add_entries(router: APIRouter) -> None:
     @router.get(
         f"{PREFIX}/entries/{{index}}", dependencies=read, summary="One entry and its envelope"
     )
-    def get_entry(stores: StoresDep, index: int) -> dict[str, Any]:
+    def get_entry(stores: StoresDep, index: IndexPath) -> dict[str, Any]:
         return _entry_json(_get_entry(stores.read(), index))
 
     @router.get(
@@ -142,8 +144,8 @@ def add_entries(router: APIRouter) -> None:
     )
     def get_proof(
         stores: StoresDep,
-        index: int,
-        tree_size: Annotated[int | None, Query(alias="treeSize", ge=1)] = None,
+        index: IndexPath,
+        tree_size: Annotated[int | None, Query(alias="treeSize", ge=1, le=INT64_MAX)] = None,
         format: Literal["json", "text"] = "json",
     ) -> Response:
         store = stores.read()

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from api.problems import NotFound
-from api.state import PREFIX, StoresDep, read
+from api.state import INT64_MAX, PREFIX, StoresDep, read
 from evidence.errors import InputError
 from evidence.store import Store
 from reports.evidence_query import checkpoint_ref
@@ -24,7 +24,8 @@ MAX_EXPORT_ENTRIES = 1_000
 OSCAL_JSON = "application/json"
 
 AtQuery = Annotated[
-    int | None, Query(ge=1, description="A checkpoint's tree size; default: the latest.")
+    int | None,
+    Query(ge=1, le=INT64_MAX, description="A checkpoint's tree size; default: the latest."),
 ]
 
 

@@ -43,8 +43,24 @@ from starlette.concurrency import run_in_threadpool
 
 from api.cli_oversight import reviewer_pseudonyms
 from api.problems import NotFound, TooLarge, Unprocessable
-from api.state import MAX_BODY, MAX_PAGE, PREFIX, Stores, StoresDep, read, read_body, write
-from collectors.inference_log import DEFAULT_CLASS, DEFAULT_DAYS, RetentionPolicy, ingest
+from api.state import (
+    INT64_MAX,
+    MAX_BODY,
+    MAX_PAGE,
+    PREFIX,
+    Stores,
+    StoresDep,
+    read,
+    read_body,
+    write,
+)
+from collectors.inference_log import (
+    DEFAULT_CLASS,
+    DEFAULT_DAYS,
+    MAX_DAYS,
+    RetentionPolicy,
+    ingest,
+)
 from collectors.openlineage import ParsedEvent, RawEvent, check_event, parse_events, plan_ingest
 from collectors.openlineage import statement_of as lineage_statement
 from collectors.oversight import ingest_feed
@@ -491,8 +507,10 @@ def add_ingest(router: APIRouter) -> None:
             bool, Query(alias="retainContent", description="keep content, encrypted per caller")
         ] = False,
         retention: Annotated[str, Query(min_length=1, max_length=64)] = DEFAULT_CLASS,
-        retention_days: Annotated[int | None, Query(alias="retentionDays", ge=1)] = None,
-        batch_size: Annotated[int | None, Query(alias="batchSize", ge=1)] = None,
+        retention_days: Annotated[
+            int | None, Query(alias="retentionDays", ge=1, le=MAX_DAYS)
+        ] = None,
+        batch_size: Annotated[int | None, Query(alias="batchSize", ge=1, le=INT64_MAX)] = None,
     ) -> JSONResponse:
         with _refusals(stores):
             options = InferenceOptions(

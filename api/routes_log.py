@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from api.metrics import CONTENT_TYPE as METRICS_TYPE
 from api.metrics import render as render_metrics
 from api.problems import NotFound, problem
-from api.state import PREFIX, StoresDep, b64, read
+from api.state import INT64_MAX, PREFIX, StoresDep, b64, read
 from evidence.entry import rfc3339
 from evidence.errors import AnnexError
 from reports.systems import card_history, system_summaries
@@ -42,8 +42,8 @@ def add_log(router: APIRouter) -> None:
     @router.get(f"{PREFIX}/consistency", dependencies=read, summary="RFC 9162 consistency proof")
     def get_consistency(
         stores: StoresDep,
-        old: Annotated[int, Query(ge=1)],
-        new: Annotated[int | None, Query(ge=1)] = None,
+        old: Annotated[int, Query(ge=1, le=INT64_MAX)],
+        new: Annotated[int | None, Query(ge=1, le=INT64_MAX)] = None,
     ) -> dict[str, Any]:
         proof = stores.read().consistency_proof(old, new)
         return {
@@ -103,5 +103,13 @@ def add_metrics(router: APIRouter) -> None:
         summary="Prometheus metrics: log size, checkpoint age, API appends",
         response_class=PlainTextResponse,
     )
-    def metrics(stores: StoresDep) -> Response:
-        return Response(render_metrics(stores.read(), stores.counters), media_type=METRICS_TYPE)
+    def metrics(request: Request, stores: StoresDep) -> Response:
+        # The sweeps `annex serve` declared (none for an app built without them).
+        state = request.app.state
+        body = render_metrics(
+            stores.read(),
+            stores.counters,
+            getattr(state, "sweep_schedules", ()),
+            getattr(state, "sweeps_declared_since", None),
+        )
+        return Response(body, media_type=METRICS_TYPE)

@@ -40,7 +40,17 @@ from api.auth import require
 from api.jobs import RETRY_AFTER_S, Job, JobQueue, QueueFull
 from api.problems import NotFound, Unprocessable, problem
 from api.settings import get_settings
-from api.state import DEFAULT_PAGE, MAX_PAGE, PREFIX, Stores, StoresDep, read, read_body
+from api.state import (
+    DEFAULT_PAGE,
+    INT64_MAX,
+    MAX_PAGE,
+    PREFIX,
+    IndexPath,
+    Stores,
+    StoresDep,
+    read,
+    read_body,
+)
 from evidence.entry import Entry, rfc3339
 from evidence.errors import AnnexError, ConfigError, InputError
 from evidence.home import Home
@@ -150,7 +160,8 @@ def _safe_name(name: str) -> bool:
     return name == Path(name).name and not name.startswith(".") and name.endswith(".pdf")
 
 
-def _file_path(home: Home, entry: Entry, predicate: ReportPredicate, which: str) -> Path | None:
+def file_path(home: Home, entry: Entry, predicate: ReportPredicate, which: str) -> Path | None:
+    """Where this server keeps a report's file; None when the logged name is not a plain one."""
     if not _safe_name(predicate.pdf.name):
         return None
     pdf = reports_dir(home) / str(entry.index) / predicate.pdf.name
@@ -167,7 +178,7 @@ def _links(index: int) -> dict[str, str]:
 # -- listing and metadata ------------------------------------------------------------------------
 
 
-def _predicate(entry: Entry) -> ReportPredicate | None:
+def report_predicate(entry: Entry) -> ReportPredicate | None:
     try:
         return ReportPredicate.model_validate(entry.statement.get("predicate"))
     except ValidationError:
@@ -185,7 +196,7 @@ def _scope_of(entry: Entry) -> tuple[str | None, str | None]:
 
 def _row(home: Home, entry: Entry) -> dict[str, Any]:
     kind, scope = _scope_of(entry)
-    predicate = _predicate(entry)
+    predicate = report_predicate(entry)
     row: dict[str, Any] = {
         "index": entry.index,
         "kind": kind,
@@ -194,7 +205,7 @@ def _row(home: Home, entry: Entry) -> dict[str, Any]:
     }
     if predicate is None:
         return {**row, "valid": False, "on_server": False, "links": _links(entry.index)}
-    pdf = _file_path(home, entry, predicate, "pdf")
+    pdf = file_path(home, entry, predicate, "pdf")
     return {
         **row,
         "valid": True,
@@ -247,7 +258,7 @@ def report_entry(store: Store, index: int) -> tuple[Entry, ReportPredicate]:
     entry = found[0]
     if entry.predicate_type != REPORT:
         raise NotFound(f"entry {index} is not a report: it is a {entry.predicate_type}")
-    predicate = _predicate(entry)
+    predicate = report_predicate(entry)
     if predicate is None:
         raise NotFound(f"entry {index} is a report whose predicate Annex cannot read")
     return entry, predicate
@@ -258,7 +269,7 @@ def report_entry(store: Store, index: int) -> tuple[Entry, ReportPredicate]:
 
 def checked_file(home: Home, entry: Entry, predicate: ReportPredicate, which: str) -> bytes:
     """The file's bytes if they are what the log holds; 404 if absent, FileOnDiskChanged if not."""
-    path = _file_path(home, entry, predicate, which)
+    path = file_path(home, entry, predicate, which)
     if path is None or not path.is_file():
         raise NotFound(f"the {which} of report entry {entry.index} is not on this server")
     if which == "receipt":
@@ -293,10 +304,10 @@ def _check_receipt(data: bytes, entry: Entry) -> None:
 _MEDIA = {"pdf": "application/pdf", "bundle": "application/json", "receipt": "application/json"}
 
 
-def _download(stores: Stores, index: int, which: str) -> Response:
+def download_response(stores: Stores, index: int, which: str) -> Response:
     entry, predicate = report_entry(stores.read(), index)
     data = checked_file(stores.home, entry, predicate, which)
-    path = _file_path(stores.home, entry, predicate, which)
+    path = file_path(stores.home, entry, predicate, which)
     assert path is not None
     disposition = f'attachment; filename="{path.name}"'
     return Response(data, media_type=_MEDIA[which], headers={"Content-Disposition": disposition})
@@ -309,7 +320,7 @@ def add_reports(router: APIRouter) -> None:
         kind: Annotated[ReportKind | None, Query()] = None,
         system: Annotated[str | None, Query(description="a system id, or 'all'")] = None,
         after: Annotated[
-            int | None, Query(ge=-1, description="cursor: the last index seen")
+            int | None, Query(ge=-1, le=INT64_MAX, description="cursor: the last index seen")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     ) -> dict[str, Any]:
@@ -319,7 +330,7 @@ def add_reports(router: APIRouter) -> None:
     @router.get(
         f"{PREFIX}/reports/{{index}}", dependencies=read, summary="One report: what the log holds"
     )
-    def get_report(stores: StoresDep, index: int) -> dict[str, Any]:
+    def get_report(stores: StoresDep, index: IndexPath) -> dict[str, Any]:
         entry, _ = report_entry(stores.read(), index)
         return {**_row(stores.home, entry), "statement": entry.statement}
 
@@ -332,8 +343,8 @@ def add_reports(router: APIRouter) -> None:
             responses={200: {"content": {media: {}}}},
             name=f"get_report_{which}",
         )
-        def get_file(stores: StoresDep, index: int) -> Response:
-            return _download(stores, index, which)
+        def get_file(stores: StoresDep, index: IndexPath) -> Response:
+            return download_response(stores, index, which)
 
     for which in FILES:
         download(which, _MEDIA[which])

@@ -8,7 +8,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from api.auth import require
 from api.metrics import Counters
@@ -23,6 +23,10 @@ MAX_PAGE = 500
 DEFAULT_PAGE = 100
 MAX_BODY = 1 << 20
 SYSTEM_SCAN = 5_000
+# The databases' integer: no index or tree size in the log is larger, and a larger number in a
+# request would overflow the query (a 500) instead of being refused (a 422).
+INT64_MAX = 2**63 - 1
+IndexPath = Annotated[int, Path(le=INT64_MAX, description="an entry's index in the log")]
 # Kinds that name their system in the predicate's `system` field rather than as a subject.
 SYSTEM_FIELD_KINDS = (OVERSIGHT_EVENT, INCIDENT)
 

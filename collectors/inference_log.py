@@ -86,6 +86,7 @@ from schemas.statement import STATEMENT_TYPE
 
 DEFAULT_CLASS = "logs"
 DEFAULT_DAYS = 184  # six months at least (AI Act Art. 19(1), 26(6)); six calendar months <= 184 d
+MAX_DAYS = 36_525  # a century: past it a retention date is no longer a date
 CONTENT_FIELDS = frozenset({"messages", "prompt", "response"})
 CHOICE_CONTENT = frozenset({"message", "text", "delta", "logprobs"})
 LEAF_RECORD = struct.Struct(">Q32s")
@@ -104,8 +105,8 @@ class RetentionPolicy:
     days: int = DEFAULT_DAYS
 
     def __post_init__(self) -> None:
-        if self.days < 1:
-            raise InputError(f"retention days must be at least 1, not {self.days}")
+        if not 1 <= self.days <= MAX_DAYS:
+            raise InputError(f"retention days must be from 1 to {MAX_DAYS}, not {self.days}")
         if self.name == DEFAULT_CLASS and self.days < DEFAULT_DAYS:
             raise InputError(
                 f"retention class {DEFAULT_CLASS!r} keeps logs at least {DEFAULT_DAYS} days "

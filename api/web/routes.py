@@ -19,7 +19,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import TokenRecord
 from api.problems import NotFound
-from api.state import PREFIX, StoresDep
+from api.routes_reports import FILES, download_response, file_path, report_predicate
+from api.state import IndexPath, StoresDep
 from api.web.session import (
     LOGIN,
     WEB,
@@ -35,6 +36,7 @@ from api.web.verify import check_upload
 from api.web.views import TEMPLATES, document_markup, page
 from evidence.entry import Entry
 from evidence.errors import AnnexError
+from evidence.home import Home
 from evidence.store import Store
 from reports.annex_iv import build_annex_iv
 from reports.document import Coverage
@@ -168,7 +170,7 @@ def _entry(store: Store, index: int) -> Entry:
     return found[0]
 
 
-def entry(request: Request, record: Reader, stores: StoresDep, index: int) -> Response:
+def entry(request: Request, record: Reader, stores: StoresDep, index: IndexPath) -> Response:
     store = stores.read()
     found = _entry(store, index)
     proof = store.inclusion_proof(index)
@@ -182,7 +184,7 @@ def entry(request: Request, record: Reader, stores: StoresDep, index: int) -> Re
     )
 
 
-def entry_json(record: Reader, stores: StoresDep, index: int) -> Response:
+def entry_json(record: Reader, stores: StoresDep, index: IndexPath) -> Response:
     """The envelope as logged and its inclusion proof: the shape of a dossier's receipt."""
     store = stores.read()
     found = _entry(store, index)
@@ -195,7 +197,7 @@ def entry_json(record: Reader, stores: StoresDep, index: int) -> Response:
     )
 
 
-def entry_proof(record: Reader, stores: StoresDep, index: int) -> Response:
+def entry_proof(record: Reader, stores: StoresDep, index: IndexPath) -> Response:
     """The inclusion proof alone, as `annex verify-entry` reads it beside the JSON above."""
     store = stores.read()
     _entry(store, index)
@@ -219,13 +221,20 @@ class ReportRow:
     pdf_sha256: str
     checkpoint: int
     logged: datetime
-    download: str
+    download: str | None  # None: issued elsewhere (the CLI), its files are not on this server
 
 
-def _report_rows(store: Store) -> list[ReportRow]:
+def _on_server(home: Home, entry: Entry) -> bool:
+    predicate = report_predicate(entry)
+    path = None if predicate is None else file_path(home, entry, predicate, "pdf")
+    return path is not None and path.is_file()
+
+
+def _report_rows(home: Home, store: Store) -> list[ReportRow]:
     rows = []
     for e in entries_of(store, REPORT):
         p = e.statement["predicate"]
+        here = _on_server(home, e)
         rows.append(
             ReportRow(
                 index=e.index,
@@ -236,7 +245,7 @@ def _report_rows(store: Store) -> list[ReportRow]:
                 pdf_sha256=str(p["pdf"]["sha256"]),
                 checkpoint=int(p["checkpoint"]["size"]),
                 logged=e.logged_at,
-                download=f"{PREFIX}/reports/{e.index}/pdf",
+                download=f"{WEB}/reports/{e.index}/pdf" if here else None,
             )
         )
     rows.reverse()  # newest first
@@ -244,8 +253,16 @@ def _report_rows(store: Store) -> list[ReportRow]:
 
 
 def reports(request: Request, record: Reader, stores: StoresDep) -> Response:
-    rows = _report_rows(stores.read())
+    rows = _report_rows(stores.home, stores.read())
     return page(request, "reports.html.j2", user=record, reports=rows)
+
+
+def report_file(record: Reader, stores: StoresDep, index: IndexPath, which: str) -> Response:
+    """A report's PDF, bundle or receipt for a browser: the API's download, checked against the
+    log the same way (a file changed on disk is refused), behind the session cookie."""
+    if which not in FILES:
+        raise NotFound(f"a report has no file {which!r}: it has {', '.join(FILES)}")
+    return download_response(stores, index, which)
 
 
 # -- verify --------------------------------------------------------------------------------------
@@ -281,5 +298,6 @@ def add_web(router: APIRouter) -> None:
     _add(router, f"{WEB}/entries/{{index}}/envelope.json", entry_json, ["GET"])
     _add(router, f"{WEB}/entries/{{index}}/proof", entry_proof, ["GET"])
     _add(router, f"{WEB}/reports", reports, ["GET"])
+    _add(router, f"{WEB}/reports/{{index}}/{{which}}", report_file, ["GET"])
     _add(router, f"{WEB}/verify", verify_form, ["GET"])
     _add(router, f"{WEB}/verify", verify, ["POST"])

@@ -33,6 +33,10 @@ SETTINGS_ENV = (
     "ANNEX_SITE",
     "ANNEX_COUNTRY",
     "ANNEX_OPERATOR",
+    "ANNEX_TOKEN",
+    "ANNEX_CONFIG",
+    "ANNEX_PDF_SIGN_CERT",
+    "ANNEX_PDF_SIGN_KEY",
 )
 BATCHES = (3, 2, 4)  # after the key event at 0: checkpoints at sizes 1, 4, 6 and 10
 PASSPHRASE = "correct horse battery staple"

@@ -201,6 +201,19 @@ def test_the_metrics_route_shows_sweeps_from_the_log(sqlite_home: Home) -> None:
     assert metric(answer.text, "annex_sweep_missed_runs", "hourly") == 0
 
 
+def test_the_metrics_route_shows_sweeps_serve_declared_that_never_ran(sqlite_home: Home) -> None:
+    """`annex serve` puts its declared sweeps on the app; one that has not run counts as missed."""
+    secret = TokenFile(sqlite_home.path).create("read")[1]
+    app = create_app(sqlite_home)
+    app.state.sweep_schedules = (Schedule("nightly", "0 * * * *"),)
+    app.state.sweeps_declared_since = datetime.now(UTC) - timedelta(hours=3, minutes=30)
+    with TestClient(app) as client:
+        answer = client.get("/api/v1/metrics", headers={"Authorization": f"Bearer {secret}"})
+    assert answer.status_code == 200
+    assert metric(answer.text, "annex_sweep_missed_runs", "nightly") in (2, 3)
+    assert metric(answer.text, "annex_sweep_last_status", "nightly") is None
+
+
 def test_a_sweep_that_stopped_before_the_window_misses_every_fire_time_in_it(
     sqlite_home: Home,
 ) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pypdf import PdfReader, PdfWriter
 
 from api.app import create_app
 from api.auth import TokenFile
+from api.routes_reports import reports_dir
 from api.web import upload
 from api.web.session import COOKIE, safe_next
 from evidence.dsse import Envelope
@@ -57,9 +59,15 @@ def build_site(home: Home, tmp: Path, *, dossier: bool = False) -> Site:
         rig.store.append([statement(100 + i) for i in range(3)])
         rig.dataset("source: branch files\n")
         card = rig.card(name=HOSTILE)
-        if dossier:
+        if dossier:  # issued as the API does: its files kept in reports/<index>/
             doc = build_annex_iv(rig.store, SYSTEM)
-            issue(rig.store, doc, tmp / "annex-iv.pdf", trust_json=home.trust_path.read_bytes())
+            made = issue(
+                rig.store, doc, tmp / "annex-iv.pdf", trust_json=home.trust_path.read_bytes()
+            )
+            kept = reports_dir(home) / str(made.index)
+            kept.mkdir(parents=True)
+            for path in (made.pdf, made.bundle, made.receipt):
+                shutil.copyfile(path, kept / path.name)
     finally:
         rig.close()
     tokens = TokenFile(home.path)
@@ -274,10 +282,63 @@ def test_entry_page_and_its_download_verify_offline(
 def test_reports_page_lists_issued_dossiers(dossier: Dossier) -> None:
     page = dossier.site.get("/web/reports")
     assert page.status_code == 200
-    found = re.search(r'href="/api/v1/reports/(\d+)/pdf">annex-iv.pdf</a>', page.text)
+    found = re.search(r'href="/web/reports/(\d+)/pdf">annex-iv.pdf</a>', page.text)
     assert found is not None
     digest = hashlib.sha256(dossier.pdf).hexdigest()
     assert digest in page.text and ESCAPED in page.text
+
+
+def _report_index(site: Site) -> int:
+    found = re.search(r'href="/web/reports/(\d+)/pdf"', site.get("/web/reports").text)
+    assert found is not None
+    return int(found.group(1))
+
+
+def test_report_files_download_with_the_cookie_checked_against_the_log(dossier: Dossier) -> None:
+    site = dossier.site
+    index = _report_index(site)
+    pdf = site.get(f"/web/reports/{index}/pdf")
+    assert pdf.status_code == 200 and pdf.content == dossier.pdf
+    assert pdf.headers["content-type"] == "application/pdf"
+    assert 'filename="annex-iv.pdf"' in pdf.headers["content-disposition"]
+    bundle = site.get(f"/web/reports/{index}/bundle")
+    assert bundle.status_code == 200 and bundle.json()["checkpoint"]
+    receipt = site.get(f"/web/reports/{index}/receipt")
+    assert receipt.status_code == 200 and "envelope" in receipt.json()
+    # Without the cookie: the login page, not the file.
+    anonymous = site.client.get(f"/web/reports/{index}/pdf", follow_redirects=False)
+    assert anonymous.status_code == 303 and anonymous.content != dossier.pdf
+    assert site.get(f"/web/reports/{index}/secrets").status_code == 404
+    assert site.get("/web/reports/0/pdf").status_code == 404  # entry 0 is not a report
+
+
+def test_a_report_file_changed_on_disk_is_not_served(dossier: Dossier) -> None:
+    site = dossier.site
+    index = _report_index(site)
+    path = reports_dir(site.home) / str(index) / "annex-iv.pdf"
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original.replace(b"%%EOF", b"%%EOF\n% changed", 1))
+        answer = site.get(f"/web/reports/{index}/pdf")
+        assert answer.status_code == 500
+        assert "file on disk changed" in answer.text and answer.content != original
+    finally:
+        path.write_bytes(original)
+
+
+def test_a_report_issued_elsewhere_is_listed_without_a_link(dossier: Dossier) -> None:
+    site = dossier.site
+    index = _report_index(site)
+    kept = reports_dir(site.home) / str(index)
+    moved = kept.with_name("away")
+    kept.rename(moved)
+    try:
+        page = site.get("/web/reports").text
+        assert 'annex-iv.pdf <span class="muted">(not on this server)</span>' in page
+        assert f'href="/web/reports/{index}/pdf"' not in page
+        assert site.get(f"/web/reports/{index}/pdf").status_code == 404
+    finally:
+        moved.rename(kept)
 
 
 def test_empty_log_pages_say_what_to_do(sqlite_home: Home) -> None:

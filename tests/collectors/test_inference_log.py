@@ -227,6 +227,13 @@ def test_retention_class_logs_keeps_at_least_six_months() -> None:
     assert RetentionPolicy(content=True, name="short", days=30).days == 30
 
 
+@pytest.mark.parametrize("days", [0, 36_526, 10**12])
+def test_retention_days_must_be_a_real_period(days: int) -> None:
+    """Past a century the expiry is no longer a date the vault can store; refused, not a crash."""
+    with pytest.raises(InputError, match=f"retention days must be from 1 to 36525, not {days}"):
+        RetentionPolicy(content=True, name="long", days=days)
+
+
 # -- proofs ---------------------------------------------------------------------------------------
 
 
