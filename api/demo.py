@@ -133,6 +133,7 @@ def run(path: Path, say: Say | None, *, site: SiteLabels | None = None) -> dict[
     dossiers = _reports(home, path, base=base, adapter=adapter, tell=tell)
     with home.open_store() as store:
         exported = _export(store, path / "exports", index=release.index)
+        grc = _grc_exports(store, path / "exports", tell)
     tell(f"exported the adapter's release (entry {release.index}) with its proof")
     trust = home.trust()
     report = verify_entry(exported.envelope, exported.proof, trust)
@@ -154,6 +155,7 @@ def run(path: Path, say: Say | None, *, site: SiteLabels | None = None) -> dict[
         "erasure": erasure,
         "eval": evaluated,
         "reports": dossiers,
+        "grc_exports": grc,
         "exported_envelope": str(exported.envelope_path),
         "exported_proof": str(exported.proof_path),
         "checkpoint": log.latest_checkpoint,
@@ -368,6 +370,38 @@ def _next_steps(path: Path, adapter: Path, exported: Exported, tell: Say) -> Non
         f"  annex verify-dossier {path / 'reports' / 'annex-iv.pdf'} --trust {path / 'trust.json'}"
     )
     tell(f"  annex report annex-iv --system {DEMO_SYSTEM} -o dossier.pdf --home {path}")
+    tell(f"  annex export oscal --system {DEMO_SYSTEM} -o assessment.json --home {path}")
+
+
+def _grc_exports(store: Store, directory: Path, tell: Say) -> dict[str, Any]:
+    """What a GRC tool imports: OSCAL assessment results and a CycloneDX ML-BOM of the system."""
+    from reports.mlbom import build_ml_bom, validate_json
+    from reports.oscal import assessment_results, to_json
+    from reports.render import write_atomically
+
+    directory.mkdir(exist_ok=True)
+    results = assessment_results(store, DEMO_SYSTEM)
+    oscal_path = directory / "assessment-results.json"
+    write_atomically(oscal_path, to_json(results).encode())
+    (result,) = results.results
+    bom = build_ml_bom(store, DEMO_SYSTEM)
+    bom_text = bom.to_json()
+    validated = validate_json(bom_text)
+    bom_path = directory / "mlbom.cdx.json"
+    write_atomically(bom_path, bom_text.encode())
+    components = len(bom.bom.components)
+    tell(
+        f"OSCAL assessment results {oscal_path.name}: {len(result.findings or [])} findings, "
+        f"{len(result.observations or [])} observations; CycloneDX ML-BOM {bom_path.name}: "
+        f"{components} components" + (" (schema-checked)" if validated else "")
+    )
+    return {
+        "oscal": str(oscal_path),
+        "findings": len(result.findings or []),
+        "mlbom": str(bom_path),
+        "components": components,
+        "mlbom_schema_checked": validated,
+    }
 
 
 @dataclass(frozen=True)

@@ -1045,6 +1045,9 @@ def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) ->
         f"offline check of entry 8: ok (tree size {size})",
         f"full verification: {size} entries",
         "annex verify-entry",
+        "OSCAL assessment results assessment-results.json: 23 findings",
+        "components (schema-checked)",
+        "annex export oscal --system annex-demo",
     ):
         assert said in first.out
     again = run.fast("demo", "--home", home, "--json")
@@ -1061,6 +1064,16 @@ def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) ->
     dossier = summary["reports"]["annex_iv"]
     assert dossier["index"] == size - 2 and dossier["gaps"] > 0
     assert Path(dossier["pdf"]).is_file() and Path(dossier["receipt"]).is_file()
+    grc = summary["grc_exports"]
+    oscal = json.loads(Path(grc["oscal"]).read_text())["assessment-results"]
+    assert len(oscal["results"][0]["findings"]) == grc["findings"] == 23  # the Annex IV points
+    bom = json.loads(Path(grc["mlbom"]).read_text())
+    assert (bom["bomFormat"], bom["specVersion"], grc["mlbom_schema_checked"]) == (
+        "CycloneDX",
+        "1.6",
+        True,
+    )
+    assert {c["name"] for c in bom["components"]} >= {"annex-demo-base", "annex-demo-lora"}
     if evals:
         assert 0.0 <= summary["eval"]["accuracy"] <= 1.0
         shown = run.fast("show", str(summary["eval"]["index"]), "--home", home, "--json").json()
