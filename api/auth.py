@@ -21,7 +21,7 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -169,10 +169,16 @@ _bearer = HTTPBearer(auto_error=False, description="An Annex API token: `annex t
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def require(scope: Scope) -> Callable[[Request, HTTPAuthorizationCredentials | None], TokenRecord]:
-    """The one auth dependency: 401 without a live token, 403 without `scope` (or admin)."""
+def require(
+    scope: Scope,
+) -> Callable[[Request, HTTPAuthorizationCredentials | None], Awaitable[TokenRecord]]:
+    """The one auth dependency: 401 without a live token, 403 without `scope` (or admin).
 
-    def check(request: Request, credentials: Credentials) -> TokenRecord:
+    It runs on the event loop, not in the thread pool: the token file is re-read only when its
+    stat changes, so the usual check is a stat and a few constant-time comparisons.
+    """
+
+    async def check(request: Request, credentials: Credentials) -> TokenRecord:
         if credentials is None:
             raise Unauthorized("this route needs a bearer token (Authorization: Bearer annex_…)")
         tokens: TokenFile = request.app.state.tokens

@@ -23,6 +23,7 @@ from api.state import (
     StoresDep,
     aware,
     b64,
+    quick_read,
     read,
     read_body,
     write,
@@ -31,6 +32,7 @@ from evidence.canonical import parse_json
 from evidence.dsse import Envelope
 from evidence.entry import Entry
 from evidence.errors import AnnexError, DuplicateEntry, InputError
+from evidence.note import TlogProof
 from evidence.store import Store
 from schemas.system_card import SUBJECT_PREFIX
 
@@ -133,8 +135,10 @@ def add_entries(router: APIRouter) -> None:
     @router.get(
         f"{PREFIX}/entries/{{index}}", dependencies=read, summary="One entry and its envelope"
     )
-    def get_entry(stores: StoresDep, index: IndexPath) -> dict[str, Any]:
-        return _entry_json(_get_entry(stores.read(), index))
+    async def get_entry(stores: StoresDep, index: IndexPath) -> JSONResponse:
+        store = stores.read()
+        found = await quick_read(store, lambda: _get_entry(store, index))
+        return JSONResponse(_entry_json(found))
 
     @router.get(
         f"{PREFIX}/entries/{{index}}/proof",
@@ -142,16 +146,21 @@ def add_entries(router: APIRouter) -> None:
         summary="Inclusion proof (C2SP tlog-proof) against a signed checkpoint",
         responses={200: {"content": {"text/plain": {}}}},
     )
-    def get_proof(
+    async def get_proof(
         stores: StoresDep,
         index: IndexPath,
         tree_size: Annotated[int | None, Query(alias="treeSize", ge=1, le=INT64_MAX)] = None,
         format: Literal["json", "text"] = "json",
     ) -> Response:
         store = stores.read()
-        if tree_size is None and not 0 <= index < store.size():
-            raise NotFound(f"no entry {index}: the log holds {store.size()} entries")
-        proof = store.inclusion_proof(index, tree_size)
+
+        def prove() -> TlogProof:
+            size = store.size()
+            if tree_size is None and not 0 <= index < size:
+                raise NotFound(f"no entry {index}: the log holds {size} entries")
+            return store.inclusion_proof(index, tree_size)
+
+        proof = await quick_read(store, prove)
         if format == "text":
             return PlainTextResponse(proof.format())
         return JSONResponse(
