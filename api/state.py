@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
@@ -13,8 +13,10 @@ from fastapi import Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import require
+from api.group_commit import Appended, GroupCommit
 from api.metrics import Counters
 from api.problems import TooLarge
+from evidence.dsse import Envelope
 from evidence.home import Home
 from evidence.store import Store
 from schemas.incident import INCIDENT
@@ -48,6 +50,7 @@ class Stores:
         self._read: Store | None = None
         self._write: Store | None = None
         self.counters = Counters()
+        self.appends = GroupCommit(self.append_batch)
 
     def read(self) -> Store:
         with self._lock:
@@ -60,6 +63,11 @@ class Stores:
             if self._write is None:
                 self._write = self.home.open_store(write=True)
             return self._write
+
+    def append_batch(self, envelopes: Sequence[Envelope]) -> Appended:
+        store = self.write()
+        result = store.append_envelopes(envelopes, labels=["envelope"] * len(envelopes))
+        return Appended(result, store.inclusion_proofs(result.indices, result.checkpoint.size))
 
     def close(self) -> None:
         for store in (self._read, self._write):

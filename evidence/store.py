@@ -516,12 +516,25 @@ class Store:
 
     def inclusion_proof(self, index: int, tree_size: int | None = None) -> TlogProof:
         """A C2SP tlog-proof of entry `index` in the tree of a signed checkpoint."""
+        return self.inclusion_proofs([index], tree_size)[0]
+
+    def inclusion_proofs(
+        self, indices: Sequence[int], tree_size: int | None = None
+    ) -> list[TlogProof]:
+        """Proofs of several entries in one signed tree (a batch just appended, say): one read
+        of the checkpoint and one of the hashes they need, shared nodes read once."""
         with self.engine.connect() as conn:
             cp = self._checkpoint(conn, tree_size)
-            if not 0 <= index < cp.size:
-                raise InputError(f"entry {index} is not in the tree of size {cp.size}")
-            hashes = self._range_hashes(conn, inclusion_ranges(index, cp.size))
-        return TlogProof(index, tuple(hashes), cp.note)
+            for index in indices:
+                if not 0 <= index < cp.size:
+                    raise InputError(f"entry {index} is not in the tree of size {cp.size}")
+            plans = [inclusion_ranges(index, cp.size) for index in indices]
+            hashes = self._range_hashes(conn, [r for plan in plans for r in plan])
+        proofs, start = [], 0
+        for index, plan in zip(indices, plans, strict=True):
+            proofs.append(TlogProof(index, tuple(hashes[start : start + len(plan)]), cp.note))
+            start += len(plan)
+        return proofs
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> ConsistencyProof:
         with self.engine.connect() as conn:
@@ -552,12 +565,15 @@ class Store:
         # One primary-key search a node. Written for the driver: SQLite scans the table for a
         # row-value IN list, and building the same OR in SQLAlchemy costs more than the query.
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        where = " OR ".join([f"(level = {mark} AND idx = {mark})"] * len(keys))
-        params = tuple(v for n in keys for v in (n.level, n.index))
-        rows = conn.exec_driver_sql(
-            f"SELECT level, idx, hash FROM {nodes.name} WHERE {where}", params
-        ).all()
-        found = {Node(r.level, r.idx): r.hash for r in rows}
+        found: dict[Node, bytes] = {}
+        for start in range(0, len(keys), _LOOKUP_CHUNK):
+            chunk = keys[start : start + _LOOKUP_CHUNK]  # two parameters a node
+            where = " OR ".join([f"(level = {mark} AND idx = {mark})"] * len(chunk))
+            params = tuple(v for n in chunk for v in (n.level, n.index))
+            rows = conn.exec_driver_sql(
+                f"SELECT level, idx, hash FROM {nodes.name} WHERE {where}", params
+            ).all()
+            found.update((Node(r.level, r.idx), r.hash) for r in rows)
         missing = [n for n in keys if n not in found]
         if missing:
             raise StoreError(f"tree node {missing[0]} is missing: the database is damaged")

@@ -141,6 +141,12 @@ def test_every_inclusion_proof_verifies_at_every_checkpoint(store: Store, home: 
         store.inclusion_proof(0, 14)
     with pytest.raises(InputError, match="not in the tree"):
         store.inclusion_proof(15)
+    # Many at once (a batch just appended) are the same proofs, read in one query.
+    assert store.inclusion_proofs(range(13), 13) == [
+        store.inclusion_proof(i, 13) for i in range(13)
+    ]
+    with pytest.raises(InputError, match="entry 13 is not in the tree of size 13"):
+        store.inclusion_proofs([2, 13], 13)
 
 
 def test_consistency_proofs_between_checkpoints(store: Store, home: Home) -> None:

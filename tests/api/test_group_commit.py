@@ -1,0 +1,148 @@
+"""Group commit of POSTed envelopes (api/group_commit.py), on SQLite and PostgreSQL: requests
+that wait while a batch is appended go in as the next batch, and each still gets the answer it
+would get alone: its own index and a proof that verifies offline, its own refusal, and a 409 for
+a copy of an envelope posted twice at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from api.group_commit import Appended, GroupCommit, Logged
+from api.state import Stores
+from evidence.canonical import canonical_bytes
+from evidence.dsse import Envelope, sign_envelope
+from evidence.errors import AnnexError, DuplicateEntry, TrustError
+from evidence.home import Home
+from evidence.keys import Signer
+from evidence.verify import verify_entry
+from tests.conftest import statement
+
+
+@pytest.fixture
+def node(home: Home) -> Signer:
+    signer = Signer.generate("gpu-node-1")
+    home.add_collector_key(signer.name, signer.public_bytes)
+    return signer
+
+
+def envelope(signer: Signer, n: int) -> Envelope:
+    return sign_envelope(canonical_bytes(statement(n, kind="gpu")), signer)
+
+
+@dataclass
+class Held:
+    """A committer whose first batch waits until the test lets it go, so the requests sent
+    meanwhile queue up as the second batch."""
+
+    stores: Stores
+    entered: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    batches: list[int] = field(default_factory=list)
+
+    def commit(self, envelopes: Sequence[Envelope]) -> Appended:
+        self.batches.append(len(envelopes))
+        if len(self.batches) == 1:
+            self.entered.set()
+            assert self.release.wait(30)
+        return self.stores.append_batch(envelopes)
+
+
+@pytest.fixture
+def stores(home: Home) -> Iterator[Stores]:
+    made = Stores(home)
+    yield made
+    made.close()
+
+
+def run_grouped(
+    held: Held, group: GroupCommit, first: Envelope, rest: list[Envelope]
+) -> list[Logged | AnnexError]:
+    """Appends `first` alone, holds it, queues `rest` behind it, then lets both batches go."""
+    answers: list[Logged | AnnexError | None] = [None] * (1 + len(rest))
+
+    def post(slot: int, env: Envelope) -> None:
+        try:
+            answers[slot] = group.append(env)
+        except AnnexError as exc:
+            answers[slot] = exc
+
+    threads = [threading.Thread(target=post, args=(0, first))]
+    threads[0].start()
+    assert held.entered.wait(30)
+    for slot, env in enumerate(rest, start=1):
+        threads.append(threading.Thread(target=post, args=(slot, env)))
+        threads[-1].start()
+    wait_until(lambda: group.waiting == len(rest))
+    held.release.set()
+    for t in threads:
+        t.join(30)
+    assert all(a is not None for a in answers)
+    return [a for a in answers if a is not None]
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "the requests never queued"
+        time.sleep(0.001)
+
+
+def test_requests_waiting_on_a_batch_go_in_as_one_and_each_proof_verifies(
+    home: Home, stores: Stores, node: Signer
+) -> None:
+    held = Held(stores)
+    group = GroupCommit(held.commit)
+    sent = [envelope(node, i) for i in range(9)]
+    answers = run_grouped(held, group, sent[0], sent[1:])
+    assert held.batches == [1, 8]
+    logged = [a for a in answers if isinstance(a, Logged)]
+    assert len(logged) == 9
+    assert sorted(a.index for a in logged) == list(range(logged[0].index, logged[0].index + 9))
+    assert len({a.checkpoint.size for a in logged[1:]}) == 1  # the eight share one checkpoint
+    trust = home.trust()
+    for env, answer in zip(sent, logged, strict=True):
+        checked = verify_entry(env, answer.proof, trust)
+        assert checked.index == answer.index
+    with home.open_store() as store:
+        assert [store.get(a.index).envelope for a in logged] == sent
+
+
+def test_a_refused_envelope_in_a_batch_is_refused_alone(
+    home: Home, stores: Stores, node: Signer
+) -> None:
+    held = Held(stores)
+    group = GroupCommit(held.commit)
+    stranger = Signer.generate("not-trusted")
+    good = [envelope(node, i) for i in range(4)]
+    bad = envelope(stranger, 99)
+    size = stores.read().size()
+    answers = run_grouped(held, group, good[0], [good[1], bad, good[2], good[3]])
+    assert isinstance(answers[2], TrustError)
+    assert str(answers[2]).startswith("envelope: envelope is not signed by any trusted key")
+    assert all(isinstance(a, Logged) for i, a in enumerate(answers) if i != 2)
+    assert stores.read().size() == size + 4  # the batch of four fell back to one at a time
+    assert held.batches[:2] == [1, 4]
+
+
+def test_the_same_envelope_twice_in_a_batch_lands_once(
+    home: Home, stores: Stores, node: Signer
+) -> None:
+    held = Held(stores)
+    group = GroupCommit(held.commit)
+    first, twice, other = envelope(node, 1), envelope(node, 2), envelope(node, 3)
+    size = stores.read().size()
+    answers = run_grouped(held, group, first, [twice, other, twice])
+    logged, copy = answers[1], answers[3]
+    assert isinstance(logged, Logged) and isinstance(answers[2], Logged)
+    assert isinstance(copy, DuplicateEntry) and copy.index == logged.index
+    assert f"already in the log at entry {logged.index}" in str(copy)
+    assert stores.read().size() == size + 3
+    # Posted again later, the store itself refuses it with the same index.
+    with pytest.raises(DuplicateEntry) as later:
+        group.append(twice)
+    assert later.value.index == logged.index
