@@ -227,6 +227,9 @@ def _append(stores: Stores, envelope: Envelope) -> dict[str, Any]:
     except DuplicateEntry as exc:
         stores.counters.add(refused=1)
         raise Conflict(str(exc)) from None
+    except InputError as exc:  # a well-formed envelope around a statement that is not valid
+        stores.counters.add(refused=1)
+        raise Unprocessable(str(exc)) from None
     except AnnexError:
         stores.counters.add(refused=1)
         raise

@@ -222,6 +222,14 @@ def test_malformed_and_oversized_bodies(api: Api) -> None:
         assert answer.status_code == 422, (body, answer.text)
         assert answer.headers["content-type"] == "application/problem+json"
     signer = collector(api.home)
+    # Well-formed envelopes by a trusted key around what is not a valid statement: 422 too.
+    no_type = statement(2, kind="gpu")
+    del no_type["_type"]
+    wrong_type = sign_envelope(canonical_bytes(statement(3, kind="gpu")), signer).to_dict()
+    wrong_type["payloadType"] = "text/plain"
+    for envelope in (sign_envelope(canonical_bytes(no_type), signer).to_dict(), wrong_type):
+        answer = api.post("/entries", json.dumps(envelope).encode())
+        assert answer.status_code == 422, answer.text
     payload = statement(1, kind="gpu")
     payload["predicate"]["padding"] = "x" * MAX_BODY
     big = json.dumps(sign_envelope(canonical_bytes(payload), signer).to_dict()).encode()

@@ -284,6 +284,8 @@ def test_reports_page_lists_issued_dossiers(dossier: Dossier) -> None:
     assert page.status_code == 200
     found = re.search(r'href="/web/reports/(\d+)/pdf">annex-iv.pdf</a>', page.text)
     assert found is not None
+    for which in ("bundle", "receipt"):
+        assert f'href="/web/reports/{found.group(1)}/{which}"' in page.text
     digest = hashlib.sha256(dossier.pdf).hexdigest()
     assert digest in page.text and ESCAPED in page.text
 
