@@ -6,16 +6,22 @@ own: an AnnexError or an OSError fails that target only, is recorded with its me
 sweep goes on. Each target appends its evidence as the command would (a dataset or inference log
 already in the log is named, not logged again); the sweep-run entry is appended last and names
 the entries the targets made, so a crash mid-sweep leaves their entries and no run: a missed run.
+
+A sweep runs once at a time on a host: a run holds an exclusive lock on
+`<home>/locks/sweep-<name>.lock` (flock, released by the kernel if the process dies), and a
+second run that finds it held is refused before it logs anything.
 """
 
 from __future__ import annotations
 
+import fcntl
 import glob
+import os
 import socket
 import time
 import tomllib
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -74,6 +80,35 @@ class Done:
     entry: int
 
 
+class SweepRunning(AnnexError):
+    """The same sweep is running already on this host; this run was refused, nothing logged."""
+
+    exit_code = 2
+    http_status = 409
+
+
+@contextmanager
+def only_run(home: Home, name: str) -> Iterator[None]:
+    """Holds the sweep's lock for the run, or raises SweepRunning at once."""
+    folder = home.path / "locks"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(folder / f"sweep-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot take the lock of sweep {name} in {folder}: {exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SweepRunning(
+                f"sweep {name} is already running on this host (another process holds "
+                f"{folder / f'sweep-{name}.lock'}): this run is refused and logs nothing"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def run_sweep(
     home: Home,
     config: SweepConfig,
@@ -82,10 +117,11 @@ def run_sweep(
     trigger: Trigger,
     boundaries: Boundaries | None = None,
 ) -> Done:
-    """Runs every step of `sweep` and logs the run; only a log that cannot be opened raises."""
+    """Runs every step of `sweep` and logs the run; raises only for a log that cannot be opened
+    or a run of the same sweep that is still going on this host."""
     outside = boundaries or Boundaries()
-    started, clock = utc_now(), time.monotonic()
-    with home.open_store(write=True) as store:
+    with only_run(home, sweep.name), home.open_store(write=True) as store:
+        started, clock = utc_now(), time.monotonic()
         results = [r for step in sweep.steps for r in _step(step, store, home, outside)]
         finished = utc_now()
         schedule = config.schedule(sweep)

@@ -16,7 +16,7 @@ import pynvml
 import pytest
 
 from api.sweeps.config import parse_config
-from api.sweeps.runner import Boundaries, run_sweep
+from api.sweeps.runner import Boundaries, only_run, run_sweep
 from collectors import nvml_fake
 from evidence.home import Home
 from schemas.dataset import DATASET
@@ -182,6 +182,25 @@ def test_bad_configuration_exits_2_and_logs_nothing(
     assert log_size(fresh) == template.size
     as_json = annex_at(fresh).fast(*args, "--json")
     assert as_json.code == 2 and as_json.json()["error"] == "ConfigError"
+
+
+def test_a_sweep_already_running_on_this_host_is_refused_and_logs_nothing(
+    fresh: Path, annex_at: AnnexAt, template: Template, tmp_path: Path
+) -> None:
+    """Cron starting a run while the last one still goes: refused, exit 2, nothing logged; the
+    lock goes with the run that held it."""
+    model, data = make_targets(tmp_path)
+    (fresh / "annex.toml").write_text(config_text(model, data))
+    with only_run(Home(fresh), "nightly"):
+        result = annex_at(fresh).fast("sweep", "nightly", "--json")
+        assert result.code == 2
+        assert result.json()["error"] == "SweepRunning"
+        assert "sweep nightly is already running on this host" in result.json()["message"]
+        assert log_size(fresh) == template.size
+        other = annex_at(fresh).fast("sweep", "list")  # listing takes no lock
+        assert other.code == 0, other.err
+    assert annex_at(fresh).fast("sweep", "nightly").code == 0
+    assert log_size(fresh) == template.size + 4
 
 
 # -- annex sweep list -----------------------------------------------------------------------------
