@@ -14,13 +14,12 @@ import pytest
 
 from api.group_commit import Appended, GroupCommit, Logged
 from api.state import Stores
-from evidence.canonical import canonical_bytes
-from evidence.dsse import Envelope, sign_envelope
+from evidence.dsse import Envelope
 from evidence.errors import AnnexError, DuplicateEntry, TrustError
 from evidence.home import Home
 from evidence.keys import Signer
 from evidence.verify import verify_entry
-from tests.conftest import statement
+from tests.evidence.test_store_replay import envelope
 
 
 @pytest.fixture
@@ -28,10 +27,6 @@ def node(home: Home) -> Signer:
     signer = Signer.generate("gpu-node-1")
     home.add_collector_key(signer.name, signer.public_bytes)
     return signer
-
-
-def envelope(signer: Signer, n: int) -> Envelope:
-    return sign_envelope(canonical_bytes(statement(n, kind="gpu")), signer)
 
 
 @dataclass
