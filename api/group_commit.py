@@ -10,16 +10,18 @@ refused (an envelope by an untrusted key, a replay, a malformed statement) its e
 appended one by one, each refused or logged on its own. An envelope posted twice in one group
 is logged once; the other copy is answered as the replay it is (409 naming the entry).
 
-The thread of the first waiting request runs a batch; when it is done and more wait, it hands
-the next batch to the thread of the oldest of them, so no request runs batches for others
-after its own answer is ready.
+The requests wait on the event loop, not in threads: the queue is touched only by the loop,
+and one batch at a time runs in the thread pool. A request whose client goes away while it
+waits is still appended (a retry then gets the 409 naming its entry).
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
 
 from evidence.dsse import Envelope
 from evidence.errors import DuplicateEntry
@@ -61,97 +63,98 @@ class Logged:
         return self.batch.proofs[self.offset]
 
 
+Outcome = Logged | Exception
+
+
 @dataclass(eq=False)
 class _Slot:
     envelope: Envelope
-    wake: threading.Event = field(default_factory=threading.Event)
-    done: bool = False
-    logged: Logged | None = None
-    error: BaseException | None = None
+    answer: asyncio.Future[Logged]
 
-    def finish(self, logged: Logged | None = None, error: BaseException | None = None) -> None:
-        self.logged, self.error, self.done = logged, error, True
-        self.wake.set()
+    def settle(self, outcome: Outcome) -> None:
+        if self.answer.done():  # the request was cancelled: nobody is waiting
+            return
+        if isinstance(outcome, Exception):
+            self.answer.set_exception(outcome)
+        else:
+            self.answer.set_result(outcome)
 
 
 class GroupCommit:
-    """`append(envelope)` from many threads; `commit` appends a batch atomically or raises."""
+    """`await append(envelope)` on one event loop; `commit` appends a batch atomically or
+    raises, and runs in the thread pool, one batch at a time."""
 
     def __init__(self, commit: Callable[[Sequence[Envelope]], Appended]) -> None:
         self._commit = commit
-        self._lock = threading.Lock()
         self._pending: list[_Slot] = []
-        self._leading = False
+        self._running: asyncio.Task[None] | None = None
 
     @property
     def waiting(self) -> int:
         """Envelopes queued for the next batch."""
-        with self._lock:
-            return len(self._pending)
+        return len(self._pending)
 
-    def append(self, envelope: Envelope) -> Logged:
-        slot = _Slot(envelope)
-        with self._lock:
-            self._pending.append(slot)
-            lead = not self._leading
-            self._leading = True
-        if not lead:
-            slot.wake.wait()  # answered, or handed the next batch to run
-        if not slot.done:
-            self._run_next()
-        if slot.error is not None:
-            raise slot.error
-        assert slot.logged is not None
-        return slot.logged
+    async def append(self, envelope: Envelope) -> Logged:
+        slot = _Slot(envelope, asyncio.get_running_loop().create_future())
+        self._pending.append(slot)
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._drain())
+        return await slot.answer
 
-    def _run_next(self) -> None:
-        with self._lock:
-            group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+    async def _drain(self) -> None:
         try:
-            self._run(group)
-        except BaseException as exc:  # never leave a waiting request hanging
-            for slot in group:
-                if not slot.done:
-                    slot.finish(error=exc)
-            raise
+            while self._pending:
+                group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+                try:
+                    outcomes = await run_in_threadpool(self.run, [s.envelope for s in group])
+                except BaseException as exc:  # cancelled at shutdown: answer every waiter
+                    error = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
+                    for slot in group + self._pending:
+                        slot.settle(error)
+                    self._pending = []
+                    raise
+                for slot, outcome in zip(group, outcomes, strict=True):
+                    slot.settle(outcome)
         finally:
-            with self._lock:
-                if self._pending:
-                    self._pending[0].wake.set()  # its thread runs the next batch
-                else:
-                    self._leading = False
+            self._running = None
 
-    def _run(self, group: list[_Slot]) -> None:
-        firsts: dict[bytes, _Slot] = {}
-        copies: list[tuple[_Slot, _Slot]] = []
-        for slot in group:
-            key = slot.envelope.canonical()
-            if key in firsts:
-                copies.append((slot, firsts[key]))
-            else:
-                firsts[key] = slot
-        unique = list(firsts.values())
+    def run(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
+        """One batch, in order: each envelope's entry or its own refusal."""
+        keys = [envelope.canonical() for envelope in envelopes]
+        first_of: dict[bytes, int] = {}
+        for position, key in enumerate(keys):
+            first_of.setdefault(key, position)
+        unique = sorted(first_of.values())
+        outcomes: list[Outcome | None] = [None] * len(envelopes)
         try:
-            result = self._commit([s.envelope for s in unique])
+            batch = self._commit([envelopes[p] for p in unique])
         except Exception as exc:
             if len(unique) == 1:
-                unique[0].finish(error=exc)
+                outcomes[unique[0]] = exc
             else:
-                self._one_by_one(unique)
+                for p in unique:
+                    outcomes[p] = self._alone(envelopes[p])
         else:
-            for offset, slot in enumerate(unique):
-                slot.finish(Logged(result, offset))
-        for copy, first in copies:
-            if first.logged is None:
-                copy.finish(error=first.error)
-            else:
-                index = first.logged.index
+            for offset, p in enumerate(unique):
+                outcomes[p] = Logged(batch, offset)
+        answered: list[Outcome] = []
+        for position, key in enumerate(keys):
+            own = outcomes[position]
+            if own is not None:
+                answered.append(own)
+                continue
+            first = outcomes[first_of[key]]
+            if isinstance(first, Logged):
+                index = first.index
                 message = f"envelope is already in the log at entry {index}: nothing appended"
-                copy.finish(error=DuplicateEntry(message, index=index))
+                answered.append(DuplicateEntry(message, index=index))
+            else:
+                assert first is not None
+                answered.append(first)
+        return answered
 
-    def _one_by_one(self, unique: list[_Slot]) -> None:
-        for slot in unique:
-            try:
-                slot.finish(Logged(self._commit([slot.envelope]), 0))
-            except Exception as exc:
-                slot.finish(error=exc)
+    def _alone(self, envelope: Envelope) -> Outcome:
+        try:
+            return Logged(self._commit([envelope]), 0)
+        except Exception as exc:
+            return exc

@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
-from starlette.concurrency import run_in_threadpool
 
 from api import state
 from api.problems import Conflict, NotFound, Unprocessable
@@ -212,10 +211,10 @@ def add_append(router: APIRouter) -> None:
     )
     async def post_entry(request: Request, stores: StoresDep) -> dict[str, Any]:
         envelope = _parse_envelope(await read_body(request))
-        return await run_in_threadpool(_append, stores, envelope)
+        return await _append(stores, envelope)
 
 
-def _append(stores: Stores, envelope: Envelope) -> dict[str, Any]:
+async def _append(stores: Stores, envelope: Envelope) -> dict[str, Any]:
     """Appends one envelope, batched with those posted at the same time (api/group_commit.py);
     a replay is a 409 naming the entry that holds it.
 
@@ -223,7 +222,7 @@ def _append(stores: Stores, envelope: Envelope) -> dict[str, Any]:
     the same instant give one 201 and one 409, never two entries.
     """
     try:
-        logged = stores.appends.append(envelope)
+        logged = await stores.appends.append(envelope)
     except DuplicateEntry as exc:
         stores.counters.add(refused=1)
         raise Conflict(str(exc)) from None

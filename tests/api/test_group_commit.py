@@ -5,8 +5,8 @@ a copy of an envelope posted twice at once."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -57,34 +57,29 @@ def stores(home: Home) -> Iterator[Stores]:
 def run_grouped(
     held: Held, group: GroupCommit, first: Envelope, rest: list[Envelope]
 ) -> list[Logged | AnnexError]:
-    """Appends `first` alone, holds it, queues `rest` behind it, then lets both batches go."""
-    answers: list[Logged | AnnexError | None] = [None] * (1 + len(rest))
+    """Appends `first` alone, holds it, queues `rest` behind it, then lets both batches go:
+    as requests on the service's event loop would."""
 
-    def post(slot: int, env: Envelope) -> None:
+    async def post(env: Envelope) -> Logged | AnnexError:
         try:
-            answers[slot] = group.append(env)
+            return await group.append(env)
         except AnnexError as exc:
-            answers[slot] = exc
+            return exc
 
-    threads = [threading.Thread(target=post, args=(0, first))]
-    threads[0].start()
-    assert held.entered.wait(30)
-    for slot, env in enumerate(rest, start=1):
-        threads.append(threading.Thread(target=post, args=(slot, env)))
-        threads[-1].start()
-    wait_until(lambda: group.waiting == len(rest))
-    held.release.set()
-    for t in threads:
-        t.join(30)
-    assert all(a is not None for a in answers)
-    return [a for a in answers if a is not None]
+    async def main() -> list[Logged | AnnexError]:
+        alone = asyncio.ensure_future(post(first))
+        await until(held.entered.is_set)
+        behind = [asyncio.ensure_future(post(env)) for env in rest]
+        await until(lambda: group.waiting == len(rest))
+        held.release.set()
+        return list(await asyncio.gather(alone, *behind))
+
+    return asyncio.run(asyncio.wait_for(main(), 60))
 
 
-def wait_until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 30
+async def until(condition: Callable[[], bool]) -> None:
     while not condition():
-        assert time.monotonic() < deadline, "the requests never queued"
-        time.sleep(0.001)
+        await asyncio.sleep(0.001)
 
 
 def test_requests_waiting_on_a_batch_go_in_as_one_and_each_proof_verifies(
@@ -139,5 +134,36 @@ def test_the_same_envelope_twice_in_a_batch_lands_once(
     assert stores.read().size() == size + 3
     # Posted again later, the store itself refuses it with the same index.
     with pytest.raises(DuplicateEntry) as later:
-        group.append(twice)
+        asyncio.run(group.append(twice))
     assert later.value.index == logged.index
+
+
+def test_a_request_cancelled_while_it_waits_is_still_logged_and_others_answered(
+    stores: Stores, node: Signer
+) -> None:
+    """A client that hangs up while its envelope waits: the envelope is appended all the same
+    (a retry gets a 409 naming its entry), and the requests beside it get their answers."""
+    held = Held(stores)
+    group = GroupCommit(held.commit)
+    first, gone, stays = envelope(node, 1), envelope(node, 2), envelope(node, 3)
+    size = stores.read().size()
+
+    async def main() -> tuple[Logged, Logged]:
+        alone = asyncio.ensure_future(group.append(first))
+        await until(held.entered.is_set)
+        hung_up = asyncio.ensure_future(group.append(gone))
+        kept = asyncio.ensure_future(group.append(stays))
+        await until(lambda: group.waiting == 2)
+        hung_up.cancel()
+        held.release.set()
+        done = await asyncio.gather(alone, hung_up, kept, return_exceptions=True)
+        assert isinstance(done[1], asyncio.CancelledError)
+        assert isinstance(done[0], Logged) and isinstance(done[2], Logged)
+        return done[0], done[2]
+
+    logged_first, logged_stays = asyncio.run(asyncio.wait_for(main(), 60))
+    assert stores.read().size() == size + 3
+    with pytest.raises(DuplicateEntry) as retry:
+        asyncio.run(group.append(gone))
+    assert retry.value.index == logged_stays.index - 1  # between the two it was queued with
+    assert logged_first.index == size
