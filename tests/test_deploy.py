@@ -39,14 +39,6 @@ KINDS = WORKLOADS | {"Kustomization", "Service", "PersistentVolumeClaim"}
 INSTALLED_ANNEX = "/opt/annex/venv/bin/annex"
 SEPARATORS = {"then", "do", "exec", "else", "if", "while", "!"}
 
-# Commands and options the manifests use that other branches add; checked once they exist.
-AFTER_MERGE = {
-    "sweep": "`annex sweep NAME` (branch sweeps)",
-    "serve --no-sweeps": "the in-process scheduler switch (branch sweeps)",
-    "collect gpu --push": "pushing to the API (branch push)",
-    "collect gpu --token-file": "pushing to the API (branch push)",
-}
-
 
 def documents() -> Iterator[tuple[Path, dict[str, Any]]]:
     for path in sorted(K8S.glob("*.yaml")):
@@ -126,7 +118,7 @@ def unresolved(words: list[str]) -> list[str]:
 
 
 def check_invocation(words: list[str]) -> None:
-    missing = [m for m in unresolved(words) if m not in AFTER_MERGE]
+    missing = unresolved(words)
     assert not missing, f"{shlex.join(words)}: not in this checkout's CLI: {missing}"
 
 
