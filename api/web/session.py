@@ -29,6 +29,8 @@ from evidence.errors import AnnexError
 
 WEB = "/web"
 COOKIE = "annex_web"
+# A browser forgets the token after a working day; the server checks it on every request anyway.
+SESSION_SECONDS = 8 * 3600
 LOGIN = f"{WEB}/login"
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
@@ -92,6 +94,7 @@ def set_cookie(response: Response, request: Request, token: str) -> None:
     response.set_cookie(
         COOKIE,
         token,
+        max_age=SESSION_SECONDS,
         path=WEB,
         httponly=True,
         samesite="strict",

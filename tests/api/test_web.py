@@ -124,7 +124,7 @@ def test_login_sets_a_strict_cookie_and_logout_clears_it(site: Site) -> None:
     assert answer.status_code == 303 and answer.headers["location"] == "/web/reports"
     cookie = answer.headers["set-cookie"]
     assert cookie.startswith(f"{COOKIE}={site.secrets['read']};")
-    for flag in ("HttpOnly", "Path=/web", "SameSite=strict"):
+    for flag in ("HttpOnly", "Path=/web", "SameSite=strict", "Max-Age=28800"):
         assert flag in cookie
     assert "Secure" not in cookie  # plain http here; https gets Secure (test below)
     systems = site.client.get("/web/")
