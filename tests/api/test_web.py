@@ -20,6 +20,7 @@ from pypdf import PdfReader, PdfWriter
 from api.app import create_app
 from api.auth import TokenFile
 from api.routes_reports import reports_dir
+from api.web import routes as web_routes
 from api.web import upload
 from api.web.session import COOKIE, safe_next
 from evidence.dsse import Envelope
@@ -204,6 +205,18 @@ def test_systems_page_shows_coverage_and_gaps(site: Site) -> None:
     assert f'href="/web/systems/{SYSTEM}"' in page.text
     assert f'href="/web/entries/{site.card}"' in page.text
     assert ESCAPED in page.text and "<script" not in page.text
+
+
+def test_systems_page_counts_a_bounded_number_of_systems(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past MAX_COVERAGE_ROWS a system is listed and linked, its coverage left to its own page."""
+    monkeypatch.setattr(web_routes, "MAX_COVERAGE_ROWS", 0)
+    page = site.get("/web/")
+    assert page.status_code == 200
+    assert f'href="/web/systems/{SYSTEM}"' in page.text
+    assert "on the system's page (this page counts the first 0)" in page.text
+    assert re.findall(r'<td class="num[^"]*">(\d+)</td>', page.text) == []
 
 
 def test_system_page_is_the_report_html_with_citations_linked(site: Site) -> None:
