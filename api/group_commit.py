@@ -2,8 +2,9 @@
 
 Each POST /entries waits for its own envelope to be logged, and one append costs a commit, an
 fsync and a signed checkpoint whatever its size. So the requests that arrive while an append
-is running are gathered and appended together as the next batch: no timer and no added wait
-when requests come one at a time, up to MAX_GROUP envelopes a batch under load.
+is running are gathered and appended together as the next batch, up to MAX_GROUP envelopes.
+A request that comes alone is appended at once; under concurrent load a batch waits LINGER_S
+(1 ms) first, for the next requests of the clients its predecessor just answered.
 
 Every request still gets the answer it would get alone. A batch is atomic, so when it is
 refused (an envelope by an untrusted key, a replay, a malformed statement) its envelopes are
@@ -29,6 +30,9 @@ from evidence.note import TlogProof
 from evidence.store import AppendResult, SignedCheckpoint
 
 MAX_GROUP = 256
+# How long a batch waits for more when the one before held several (concurrent clients). Without
+# it, 8 clients settle into alternating batches of 2 and 6, each paying a commit and an fsync.
+LINGER_S = 0.001
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class GroupCommit:
         self._commit = commit
         self._pending: list[_Slot] = []
         self._running: asyncio.Task[None] | None = None
+        self._last = 0  # the size of the latest batch
 
     @property
     def waiting(self) -> int:
@@ -104,7 +109,10 @@ class GroupCommit:
     async def _drain(self) -> None:
         try:
             while self._pending:
+                if self._last > 1:  # under concurrent load: let the answered clients' next
+                    await asyncio.sleep(LINGER_S)  # requests catch this batch
                 group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+                self._last = len(group)
                 try:
                     outcomes = await run_in_threadpool(self.run, [s.envelope for s in group])
                 except BaseException as exc:  # cancelled at shutdown: answer every waiter

@@ -167,3 +167,31 @@ def test_a_request_cancelled_while_it_waits_is_still_logged_and_others_answered(
         asyncio.run(group.append(gone))
     assert retry.value.index == logged_stays.index - 1  # between the two it was queued with
     assert logged_first.index == size
+
+
+def test_under_concurrent_load_a_batch_waits_a_moment_for_the_next_requests(
+    stores: Stores, node: Signer
+) -> None:
+    """After a batch of several, the next one lingers LINGER_S: a request arriving 0.2 ms after
+    the first joins it. A request that comes alone after quiet goes at once (no wait)."""
+    sizes: list[int] = []
+
+    def commit(envelopes: Sequence[Envelope]) -> Appended:
+        sizes.append(len(envelopes))
+        return stores.append_batch(envelopes)
+
+    group = GroupCommit(commit)
+    sent = [envelope(node, i) for i in range(4)]
+
+    async def main() -> None:
+        await asyncio.gather(group.append(sent[0]), group.append(sent[1]))  # one batch of 2
+        later: list[asyncio.Future[Logged]] = []
+        first = asyncio.ensure_future(group.append(sent[2]))
+        asyncio.get_running_loop().call_later(
+            0.0002, lambda: later.append(asyncio.ensure_future(group.append(sent[3])))
+        )
+        await first
+        await later[0]
+
+    asyncio.run(main())
+    assert sizes == [2, 2]
