@@ -18,7 +18,7 @@ from fastapi import APIRouter, FastAPI
 
 from api import routes_entries, routes_exports, routes_ingest, routes_log, routes_reports, web
 from api.auth import TokenFile
-from api.problems import install
+from api.problems import document_problems, install
 from api.settings import get_settings
 from api.state import MAX_BODY, MAX_PAGE, PREFIX, Stores
 from evidence.home import Home
@@ -85,4 +85,5 @@ def create_app(home: Home | None = None) -> FastAPI:
     install(app)
     for add in ROUTE_GROUPS:
         add(app.router)
+    document_problems(app, PUBLIC_PATHS)
     return app

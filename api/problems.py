@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from evidence.errors import (
@@ -26,6 +27,17 @@ from evidence.errors import (
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://annex.dev/problems/"
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "instance"],
+    "properties": {
+        "type": {"type": "string", "format": "uri"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "what is wrong, and where"},
+        "instance": {"type": "string"},
+    },
+}
 
 
 class Unauthorized(AnnexError):
@@ -134,3 +146,43 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+
+
+def problem_response(description: str) -> dict[str, Any]:
+    """An OpenAPI response whose body is a problem (for a route's `responses=`)."""
+    return {"description": description, "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}}}
+
+
+_DOCUMENTED = {
+    400: "the request is well formed but names what the log cannot answer (the detail says why)",
+    401: "no bearer token, or an unknown or revoked one",
+    403: "the token lacks the route's scope",
+    404: "the log holds no such entry, report, system or job",
+    413: "the body is over the route's size limit; nothing was changed",
+    422: "a parameter or the body is malformed (the detail names it); nothing was changed",
+    500: "an unexpected error (the body does not carry its text)",
+}
+
+
+def document_problems(app: FastAPI, public: frozenset[str]) -> None:
+    """Puts each route's refusals into the OpenAPI document as problem bodies: 401 and 403 where
+    a token is needed, 422 where a parameter or body can be malformed (in place of FastAPI's
+    own validation-error shape, which this app never sends), 404 where the path names
+    something, 413 where a body is read, and 500. What a route documents itself is kept."""
+    for route in app.routes:
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            continue
+        statuses = [500]
+        if route.path not in public:
+            statuses += [401, 403]
+        takes = route.dependant.path_params or route.dependant.query_params or route.body_field
+        posts = "requestBody" in (route.openapi_extra or {})
+        if takes or posts:
+            statuses += [400, 422]
+        if route.dependant.path_params:
+            statuses.append(404)
+        if posts:
+            statuses.append(413)
+        for status in sorted(statuses):
+            if status not in route.responses and str(status) not in route.responses:
+                route.responses[status] = problem_response(_DOCUMENTED[status])

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api import state
-from api.problems import Conflict, NotFound, Unprocessable
+from api.problems import Conflict, NotFound, Unprocessable, problem_response
 from api.state import (
     DEFAULT_PAGE,
     INT64_MAX,
@@ -211,6 +211,10 @@ def add_append(router: APIRouter) -> None:
         status_code=201,
         summary="Append a DSSE envelope signed by a trusted collector key",
         openapi_extra=envelope_body,
+        responses={
+            403: problem_response("not signed by a trusted key, or by a revoked one"),
+            409: problem_response("already in the log: the detail names the entry"),
+        },
     )
     async def post_entry(request: Request, stores: StoresDep) -> dict[str, Any]:
         envelope = _parse_envelope(await read_body(request))

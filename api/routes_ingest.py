@@ -42,7 +42,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.cli_oversight import reviewer_pseudonyms
-from api.problems import NotFound, TooLarge, Unprocessable
+from api.problems import NotFound, TooLarge, Unprocessable, problem_response
 from api.state import (
     INT64_MAX,
     MAX_BODY,
@@ -427,8 +427,7 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "the body is over the route's size limit",
         422: "the body or a parameter is malformed; nothing was logged",
     }
-    body = {"content": {"application/problem+json": {"schema": {"type": "object"}}}}
-    return {status: {"description": said[status], **body} for status in statuses}
+    return {status: problem_response(said[status]) for status in statuses}
 
 
 def _json_body(description: str) -> dict[str, Any]:

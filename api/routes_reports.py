@@ -38,7 +38,7 @@ from starlette.concurrency import run_in_threadpool
 from api import state
 from api.auth import require
 from api.jobs import RETRY_AFTER_S, Job, JobQueue, QueueFull
-from api.problems import NotFound, Unprocessable, problem
+from api.problems import NotFound, Unprocessable, problem, problem_response
 from api.settings import get_settings
 from api.state import (
     DEFAULT_PAGE,
@@ -473,7 +473,7 @@ def add_report_jobs(router: APIRouter) -> None:
         status_code=202,
         summary="Generate a report in the background: 202 and a job to poll",
         openapi_extra=report_body,
-        responses={429: {"description": "the job queue is full; see Retry-After"}},
+        responses={429: problem_response("the job queue is full; see Retry-After")},
     )
     async def post_report(request: Request, stores: StoresDep, jobs: JobsDep) -> Response:
         body = _parse(ReportRequest, await read_body(request), "body")

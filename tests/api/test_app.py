@@ -258,6 +258,19 @@ def test_openapi_schema_loads(api: Api) -> None:
     assert {f"{API}/entries", f"{API}/entries/{{index}}/proof", f"{API}/checkpoint"} <= set(paths)
     assert "requestBody" in paths[f"{API}/entries"]["post"]
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
+    # Every refusal a GRC tool may meet is documented as a problem body, not FastAPI's own shape.
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            needed = {"500"} if path in {f"{API}/healthz", f"{API}/readyz"} else {"401", "403"}
+            assert needed <= set(responses), (method, path, sorted(responses))
+            for status, response in responses.items():
+                if status.startswith(("4", "5")):
+                    body = response["content"]["application/problem+json"]["schema"]
+                    assert body["required"] == ["type", "title", "status", "detail", "instance"]
+    assert {"409", "413"} <= set(paths[f"{API}/entries"]["post"]["responses"])
+    assert "404" in paths[f"{API}/entries/{{index}}"]["get"]["responses"]
+    assert "HTTPValidationError" not in schema.get("components", {}).get("schemas", {})
 
 
 def _free_port() -> int:
