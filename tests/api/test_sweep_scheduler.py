@@ -126,9 +126,17 @@ def test_serve_without_sweeps_starts_no_scheduler(
     fresh: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     served = Served(monkeypatch)
-    (fresh / "annex.toml").write_text("this is not TOML [")  # --no-sweeps does not read it
-    assert Annex(fresh, tmp_path).fast("serve", "--no-sweeps").code == 0
+    (fresh / "annex.toml").write_text("this is not TOML [")  # the runs' to refuse, not serve's
+    bad = Annex(fresh, tmp_path).fast("serve", "--no-sweeps")
+    assert bad.code == 0 and "warning: sweeps not shown in the metrics" in bad.err
     assert served.app is not None and served.scheduler is None
+    assert served.app.state.sweep_schedules == ()
+    (fresh / "annex.toml").write_text(
+        '[[sweep]]\nname = "gpus"\nschedule = "*/5 * * * *"\n[[sweep.step]]\nkind = "gpu"\n'
+    )
+    assert Annex(fresh, tmp_path).fast("serve", "--no-sweeps").code == 0
+    assert served.scheduler is None  # cron runs it; the metrics still judge it
+    assert [s.sweep for s in served.app.state.sweep_schedules] == ["gpus"]
     (fresh / "annex.toml").unlink()  # no file at the default place: no sweeps, no error
     assert Annex(fresh, tmp_path).fast("serve").code == 0
     assert served.scheduler is None
