@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from fastapi import Depends, Path, Request
-from starlette.concurrency import run_in_threadpool
 
 from api.auth import require
 from api.group_commit import Appended, GroupCommit
@@ -21,8 +20,6 @@ from evidence.home import Home
 from evidence.store import Store
 from schemas.incident import INCIDENT
 from schemas.oversight import OVERSIGHT_EVENT
-
-T = TypeVar("T")
 
 PREFIX = "/api/v1"
 MAX_PAGE = 500
@@ -84,18 +81,6 @@ async def stores_of(request: Request) -> Stores:
 StoresDep = Annotated[Stores, Depends(stores_of)]
 read = [Depends(require("read"))]
 write = [Depends(require("write"))]
-
-
-async def quick_read(store: Store, work: Callable[[], T]) -> T:
-    """A bounded read (one row by key, or O(log n) stored hashes) at the least cost per request.
-
-    On SQLite it runs inline on the event loop: a query on a local file is cheaper than the
-    thread pool's hand-off around it. On PostgreSQL it goes to the thread pool, so that requests
-    overlap their round trips to the server instead of stalling the loop on each.
-    """
-    if store.engine.dialect.name == "sqlite":
-        return work()
-    return await run_in_threadpool(work)
 
 
 def aware(moment: datetime | None) -> datetime | None:

@@ -244,7 +244,7 @@ class Store:
 
     @classmethod
     def open(cls, url: str, **kwargs: Any) -> Store:
-        engine = make_engine(url)
+        engine = make_engine(url, read_only=kwargs.get("keys") is None)
         try:
             with engine.connect() as conn:
                 rows = {r.key: r.value for r in conn.execute(select(meta.c.key, meta.c.value))}
@@ -473,6 +473,8 @@ class Store:
         if end is not None:
             cond = and_(cond, entries.c.idx < end)
         with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":  # a server-side cursor lives in a transaction
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
             result = conn.execution_options(yield_per=1000).execute(
                 select(entries.c.idx, entries.c.envelope, entries.c.leaf_hash)
                 .where(cond)

@@ -282,3 +282,17 @@ def test_trust_index_refuses_what_it_does_not_know(home: Home) -> None:
     with pytest.raises(TrustError):
         trust.get("00" * 32)
     assert trust.entry_key("00" * 32, 0) is None
+
+
+def test_a_reader_on_postgresql_reads_without_a_transaction(home: Home) -> None:
+    """A read-only store saves each read's BEGIN and ROLLBACK on PostgreSQL; a writer keeps its
+    transactions (an append is all or nothing), and a streamed export still gets one."""
+    with home.open_store() as reader, home.open_store(write=True) as writer:
+        writer.append([statement(i) for i in range(3)])
+        exported = [index for index, _, _ in reader.export()]
+        assert exported == list(range(reader.size()))
+        if home.db_url.startswith("sqlite"):
+            return
+        with reader.engine.connect() as conn, writer.engine.connect() as wconn:
+            driver = (conn.connection.dbapi_connection, wconn.connection.dbapi_connection)
+            assert [getattr(c, "autocommit", None) for c in driver] == [True, False]
