@@ -76,7 +76,7 @@ class _Slot:
     answer: asyncio.Future[Logged]
 
     def settle(self, outcome: Outcome) -> None:
-        if self.answer.done():  # the request was cancelled: nobody is waiting
+        if self.answer.done() or self.answer.get_loop().is_closed():  # nobody is waiting
             return
         if isinstance(outcome, Exception):
             self.answer.set_exception(outcome)
@@ -100,9 +100,12 @@ class GroupCommit:
         return len(self._pending)
 
     async def append(self, envelope: Envelope) -> Logged:
-        slot = _Slot(envelope, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        slot = _Slot(envelope, loop.create_future())
         self._pending.append(slot)
-        if self._running is None:
+        running = self._running
+        # A drain left behind by a loop that has closed (a test client's) will never run again.
+        if running is None or running.done() or running.get_loop() is not loop:
             self._running = asyncio.ensure_future(self._drain())
         return await slot.answer
 

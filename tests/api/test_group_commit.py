@@ -195,3 +195,25 @@ def test_under_concurrent_load_a_batch_waits_a_moment_for_the_next_requests(
 
     asyncio.run(main())
     assert sizes == [2, 2]
+
+
+def test_a_loop_that_ends_while_a_batch_runs_leaves_the_queue_usable(
+    stores: Stores, node: Signer
+) -> None:
+    """The service stopping (its loop cancels the drain) with a batch in the store's hands: the
+    batch still lands, and a new loop's requests are appended, not left behind a dead drain."""
+    held = Held(stores)
+    group = GroupCommit(held.commit)
+    size = stores.read().size()
+
+    async def abandon() -> None:
+        orphan = asyncio.ensure_future(group.append(envelope(node, 1)))
+        await until(held.entered.is_set)
+        assert not orphan.done()
+
+    threading.Timer(0.2, held.release.set).start()
+    asyncio.run(abandon())
+    logged = asyncio.run(asyncio.wait_for(group.append(envelope(node, 2)), 30))
+    assert logged.index in (size, size + 1)
+    asyncio.run(asyncio.wait_for(until(lambda: stores.read().size() == size + 2), 30))
+    assert held.batches == [1, 1]
