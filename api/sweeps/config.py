@@ -20,6 +20,7 @@ paths = ["/data/train.jsonl"]
 [[sweep.step]]
 kind = "inference-log"
 files = ["/var/log/vllm/*.jsonl"]  # files or glob patterns
+retain_content = false           # optional, with retention, retention_days, batch_size
 [[sweep.step]]
 kind = "eval"
 suite = "evals.toml"             # [[eval]] tables: model, tasks, and the `annex eval run` options
@@ -48,8 +49,9 @@ from pydantic import (
     model_validator,
 )
 
+from collectors.inference_log import DEFAULT_CLASS, DEFAULT_DAYS, MAX_DAYS, RetentionPolicy
 from evidence.canonical import canonical_bytes
-from evidence.errors import ConfigError
+from evidence.errors import ConfigError, InputError
 from reports.sweeps import Schedule, crontab_trigger
 from schemas.sweep_run import SWEEP_NAME
 
@@ -96,10 +98,30 @@ class DatasetStep(_Frozen):
 
 
 class InferenceLogStep(_Frozen):
-    """`annex collect inference-log FILE` for each file and each file a glob pattern matches."""
+    """`annex collect inference-log FILE` for each file and each file a glob pattern matches,
+    with that command's retention options (`--retain-content`, `--retention`,
+    `--retention-days`, `--batch-size`)."""
 
     kind: Literal["inference-log"]
     files: tuple[str, ...] = Field(min_length=1)
+    retain_content: bool = False
+    retention: str = Field(default=DEFAULT_CLASS, min_length=1, max_length=64)
+    retention_days: int | None = Field(default=None, ge=1, le=MAX_DAYS)
+    batch_size: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _a_policy(self) -> InferenceLogStep:
+        self.policy()  # the collector's own rules (class logs keeps at least 184 days)
+        return self
+
+    def policy(self) -> RetentionPolicy:
+        if self.retention_days is None and self.retention != DEFAULT_CLASS:
+            raise ValueError("retention_days: give it for a retention class other than logs")
+        days = DEFAULT_DAYS if self.retention_days is None else self.retention_days
+        try:
+            return RetentionPolicy(content=self.retain_content, name=self.retention, days=days)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("files")
     @classmethod

@@ -46,7 +46,7 @@ from collectors.evals import require_backend, run_eval
 from collectors.gpu import collect_gpu
 from collectors.hash_cache import HashCache
 from collectors.hashing import build_manifest
-from collectors.inference_log import RetentionPolicy, ingest
+from collectors.inference_log import ingest
 from collectors.models import bind, describe, find_base, statement_of
 from collectors.nvml import NvmlBackend, Unavailable, load_pynvml
 from evidence.blobs import BlobStore
@@ -227,7 +227,7 @@ def _inference_logs(step: InferenceLogStep, store: Store, home: Home) -> Iterato
                 yield _attempt(
                     "inference-log",
                     name,
-                    partial(_inference_log, store, vault, home, Path(name)),
+                    partial(_inference_log, store, vault, home, Path(name), step),
                 )
 
 
@@ -235,15 +235,19 @@ def _no_match(pattern: str) -> list[int]:
     raise ConfigError(f"no file matches {pattern}")
 
 
-def _inference_log(store: Store, vault: Vault, home: Home, path: Path) -> list[int]:
-    """As `annex collect inference-log FILE`: a file already logged is named, not logged again."""
+def _inference_log(
+    store: Store, vault: Vault, home: Home, path: Path, step: InferenceLogStep
+) -> list[int]:
+    """As `annex collect inference-log FILE` with the step's retention options: a file already
+    logged is named, not logged again."""
     done = ingest(
         store,
         vault,
         BlobStore(home.path / "blobs"),
         path,
-        retention=RetentionPolicy(),
+        retention=step.policy(),
         now=utc_now(),
+        batch_size=step.batch_size,
     )
     if done.duplicate_of:
         return list(done.duplicate_of)

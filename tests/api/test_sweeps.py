@@ -18,6 +18,7 @@ import pytest
 from api.sweeps.config import parse_config
 from api.sweeps.runner import Boundaries, only_run, run_sweep
 from collectors import nvml_fake
+from evidence.errors import ConfigError
 from evidence.home import Home
 from schemas.dataset import DATASET
 from schemas.gpu import GPU_INVENTORY
@@ -310,3 +311,61 @@ def test_inference_logs_a_glob_matches_are_each_logged_once(
     with sqlite_home.open_store() as store:
         batch = store.get(first.steps[0].entries[0]).statement["predicate"]
     assert batch["requests"] == 3 and "someone@example.com" not in json.dumps(batch)
+
+
+def test_an_inference_log_step_takes_the_commands_retention_options(
+    sqlite_home: Home, tmp_path: Path
+) -> None:
+    """retain_content, retention, retention_days and batch_size, as `annex collect inference-log`
+    takes them: texts kept encrypted under a 30-day class, two lines an entry."""
+    lines = (
+        json.dumps(
+            {
+                "timestamp": f"2026-11-02T10:00:{i:02d}Z",
+                "request_id": f"r-{i}",
+                "model": "llama-3-8b",
+                "user": "someone@example.com",
+                "prompt": f"question {i}",
+                "completion": f"answer {i}",
+                "latency_ms": 80,
+                "status": 200,
+            }
+        )
+        for i in range(5)
+    )
+    (tmp_path / "gw.jsonl").write_text("".join(line + "\n" for line in lines))
+    step = {
+        "kind": "inference-log",
+        "files": ["gw.jsonl"],
+        "retain_content": True,
+        "retention": "support-30d",
+        "retention_days": 30,
+        "batch_size": 2,
+    }
+    raw = {"sweep": [{"name": "logs", "schedule": "0 * * * *", "step": [step]}]}
+    config = parse_config(raw, tmp_path / "annex.toml")
+    run = run_sweep(sqlite_home, config, config.sweeps[0], trigger="command").predicate
+    (result,) = run.steps
+    assert result.status == "ok" and len(result.entries) == 3  # lines 1-2, 3-4, 5
+    with sqlite_home.open_store() as store:
+        retention = store.get(result.entries[0]).statement["predicate"]["retention"]
+    assert retention["content"] is True and retention["class"] == "support-30d"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"retention": "short"}, "give it for a retention class other than logs"),
+        ({"retention_days": 30}, "keeps logs at least 184 days"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"retention_days": 10**6}, "retention_days"),
+    ],
+)
+def test_a_bad_retention_option_is_refused_with_the_configuration(
+    tmp_path: Path, extra: dict[str, Any], message: str
+) -> None:
+    step = {"kind": "inference-log", "files": ["gw.jsonl"], **extra}
+    raw = {"sweep": [{"name": "logs", "schedule": "0 * * * *", "step": [step]}]}
+    with pytest.raises(ConfigError, match=message) as refused:
+        parse_config(raw, tmp_path / "annex.toml")
+    assert "sweep 'logs'" in str(refused.value)
