@@ -10,7 +10,6 @@ scans at most SYSTEM_SCAN entries per kind, exports of at most MAX_EXPORT_ENTRIE
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -61,9 +60,6 @@ def create_app(home: Home | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(started: FastAPI) -> AsyncIterator[None]:
-        # What was built until now lives as long as the app: out of the collector's sight, so
-        # a full collection under load walks only what requests made (shorter pauses).
-        gc.freeze()
         yield
         jobs = getattr(started.state, "jobs", None)
         if jobs is not None:

@@ -71,8 +71,9 @@ def collect_inference_log(
 
     Prompts and completions never enter the log; with --retain-content they are kept encrypted.
     """
-    days = retention_days if retention_days is not None else _default_days(retention)
-    policy = RetentionPolicy(content=retain_content, name=retention, days=days)
+    policy = RetentionPolicy.of(
+        retain_content, retention, retention_days, option="--retention-days"
+    )
     with (
         _open(home, write=not dry_run) as (_, store, vault, blobs),
         progress_bar("reading", enabled=not json_out) as progress,
@@ -88,8 +89,7 @@ def collect_inference_log(
             dry_run=dry_run,
             progress=progress,
         )
-    first = done.first_index
-    indices = [] if first is None else list(range(first, first + len(done.statements)))
+    indices = [] if done.first_index is None else done.entries
     if json_out:
         print_json(
             {
@@ -109,13 +109,6 @@ def collect_inference_log(
         stdout.print(json.dumps(list(done.statements), indent=2, ensure_ascii=False))
     for line in _summary(done.statements, indices):
         stdout.print(line)
-
-
-def _default_days(name: str) -> int:
-    policy = RetentionPolicy()
-    if name != DEFAULT_CLASS:
-        raise InputError(f"--retention {name}: give --retention-days for a class other than logs")
-    return policy.days
 
 
 def _list(items: Any) -> str:

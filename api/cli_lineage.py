@@ -22,7 +22,7 @@ from api.cli_base import HomeOpt, JsonOpt, app, collect_app, command, open_home
 from api.output import print_json, progress_bar, stdout
 from collectors.datasets import already_logged, describe, statement_of, take_snapshot
 from collectors.energy import energy_between, load_snapshot, read_counters
-from collectors.hash_cache import HashCache
+from collectors.hash_cache import CACHE_PATH, HashCache
 from collectors.nvml import load_pynvml
 from collectors.openlineage import parse_events, plan_ingest
 from collectors.openlineage import statement_of as lineage_statement
@@ -38,7 +38,6 @@ from evidence.home import Home
 from evidence.store import Store
 from reports.lineage import Graph, build_graph
 
-CACHE_PATH = Path("cache") / "hashes.sqlite"
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the statement; log nothing.")]
 
 

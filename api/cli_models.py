@@ -13,15 +13,13 @@ import typer
 
 from api.cli_base import HomeOpt, JsonOpt, collect_app, command, open_home
 from api.output import print_json, progress_bar, stdout
-from collectors.hash_cache import HashCache
+from collectors.hash_cache import CACHE_PATH, HashCache
 from collectors.hashing import Progress, build_manifest
 from collectors.models import BaseRef, bind, describe, find_base, find_model, statement_of
 from evidence.errors import InputError
 from evidence.home import Home
 from evidence.store import Store
 from schemas.model import ModelManifestPredicate
-
-CACHE_PATH = Path("cache") / "hashes.sqlite"
 
 NameOpt = Annotated[
     str | None, typer.Option("--name", help="Name to record (default: the directory's name).")

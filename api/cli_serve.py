@@ -3,6 +3,7 @@ with the configuration file's sweeps on their schedules (api/sweeps/scheduler.py
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Annotated
 
@@ -50,6 +51,9 @@ def serve(
     if sweeps and declared.sweeps:
         labels = site_labels(settings, site=None, country=None, operator=None)
         scheduler = start_scheduler(target, declared, boundaries=Boundaries(site=labels))
+    # What was built until now lives as long as the process: out of the collector's sight, so a
+    # full collection under load walks only what requests made (the 30-80 ms tail it cut).
+    gc.freeze()
     try:
         uvicorn.run(service, host=host, port=port, log_level="info", server_header=False)
     finally:

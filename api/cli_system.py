@@ -16,15 +16,13 @@ import typer
 
 from api.cli_base import HomeOpt, JsonOpt, app, command, open_home
 from api.output import print_json, progress_bar, stdout
-from collectors.hash_cache import HashCache
+from collectors.hash_cache import CACHE_PATH, HashCache
 from collectors.system_card import card_statement, read_card, resolve_components
 from evidence.errors import InputError
 from reports.systems import card_history, system_summaries
 
 system_app = typer.Typer(help="AI systems: declare them with a system card, list and show them.")
 app.add_typer(system_app, name="system", no_args_is_help=True)
-
-CACHE_PATH = Path("cache") / "hashes.sqlite"
 
 
 @command(system_app, "add")

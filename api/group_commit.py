@@ -33,6 +33,7 @@ MAX_GROUP = 256
 # How long a batch waits for more when the one before held several (concurrent clients). Without
 # it, 8 clients settle into alternating batches of 2 and 6, each paying a commit and an fsync.
 LINGER_S = 0.001
+QUIET_S = 0.05  # after this long without a batch, a request is appended at once again
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class GroupCommit:
         self._pending: list[_Slot] = []
         self._running: asyncio.Task[None] | None = None
         self._last = 0  # the size of the latest batch
+        self._ended = 0.0  # when it ended, on the loop's clock
 
     @property
     def waiting(self) -> int:
@@ -112,8 +114,8 @@ class GroupCommit:
     async def _drain(self) -> None:
         try:
             while self._pending:
-                if self._last > 1:  # under concurrent load: let the answered clients' next
-                    await asyncio.sleep(LINGER_S)  # requests catch this batch
+                if self._under_load():  # let the answered clients' next requests catch it
+                    await asyncio.sleep(LINGER_S)
                 group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
                 self._last = len(group)
                 try:
@@ -126,8 +128,14 @@ class GroupCommit:
                     raise
                 for slot, outcome in zip(group, outcomes, strict=True):
                     slot.settle(outcome)
+                self._ended = asyncio.get_running_loop().time()
         finally:
             self._running = None
+
+    def _under_load(self) -> bool:
+        """The latest batch held several and ended just now: concurrent clients are about."""
+        ago = asyncio.get_running_loop().time() - self._ended
+        return self._last > 1 and ago < QUIET_S
 
     def run(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
         """One batch, in order: each envelope's entry or its own refusal."""

@@ -91,7 +91,7 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
     return data
 
 
-def _get_entry(store: Store, index: int) -> Entry:
+def entry_or_404(store: Store, index: int) -> Entry:
     """The entry, or 404 (the store's own refusal is a 400, right for the CLI)."""
     found = store.query(after=index - 1, limit=1) if index >= 0 else []
     if not found or found[0].index != index:
@@ -137,7 +137,7 @@ def add_entries(router: APIRouter) -> None:
         # read (a row by key, or O(log n) stored hashes; on PostgreSQL three or four round trips
         # in autocommit), cheaper than the hand-off to a thread and back, which under load cost
         # more than the read itself on SQLite and on PostgreSQL alike (benchmarks/api_load.py).
-        return JSONResponse(_entry_json(_get_entry(stores.read(), index)))
+        return JSONResponse(_entry_json(entry_or_404(stores.read(), index)))
 
     @router.get(
         f"{PREFIX}/entries/{{index}}/proof",

@@ -42,7 +42,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.cli_oversight import reviewer_pseudonyms
-from api.problems import NotFound, TooLarge, Unprocessable, problem_response
+from api.problems import NotFound, TooLarge, Unprocessable
 from api.state import (
     INT64_MAX,
     MAX_BODY,
@@ -56,7 +56,6 @@ from api.state import (
 )
 from collectors.inference_log import (
     DEFAULT_CLASS,
-    DEFAULT_DAYS,
     MAX_DAYS,
     RetentionPolicy,
     ingest,
@@ -67,7 +66,6 @@ from collectors.oversight import ingest_feed
 from evidence.blobs import BlobStore
 from evidence.canonical import parse_json
 from evidence.errors import AnnexError, CollectorError, InputError
-from evidence.home import Home
 from evidence.keys import utc_now
 from evidence.store import Store
 from evidence.vault import Vault
@@ -90,13 +88,9 @@ _RUN = re.compile(r"^run:(\d{1,18})$")
 
 @contextmanager
 def _refusals(stores: Stores) -> Iterator[None]:
-    """Counts a refused request; a malformed body (InputError, CollectorError) becomes a 422,
-    and so does JSON nested past Python's recursion limit (the parsers raise RecursionError)."""
+    """Counts a refused request; a malformed body (InputError, CollectorError) becomes a 422."""
     try:
         yield
-    except RecursionError:
-        stores.counters.add(refused=1)
-        raise Unprocessable(f"{BODY}: JSON nested too deeply to parse") from None
     except AnnexError as exc:
         stores.counters.add(refused=1)
         if type(exc) in (InputError, CollectorError):
@@ -138,8 +132,8 @@ def _lineage_events(data: bytes) -> list[ParsedEvent]:
         if not data.lstrip().startswith(b"["):
             raise
         try:
-            items = json.loads(data)
-        except ValueError:
+            items = parse_json(data, what=BODY)
+        except InputError:
             raise exc from None
         for number, item in enumerate(items, start=1):
             try:
@@ -181,21 +175,6 @@ def _log_lineage(stores: Stores, lock: threading.Lock, data: bytes) -> tuple[dic
     if len(events) == 1:
         body["index"] = entries[0]
     return body, len(statements)
-
-
-class FirstVault:
-    """Opens the vault once, under a lock, before requests use it concurrently: the vault makes
-    its master key on first open, and another opener at that instant can read it still empty."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._ready = False
-
-    def ensure(self, home: Home) -> None:
-        with self._lock:
-            if not self._ready:
-                Vault.open(home.path / "vault").close()
-                self._ready = True
 
 
 # -- oversight events ----------------------------------------------------------------------------
@@ -256,12 +235,6 @@ class InferenceOptions:
     source: str | None
 
 
-def _policy(content: bool, name: str, days: int | None) -> RetentionPolicy:
-    if days is None and name != DEFAULT_CLASS:
-        raise InputError(f"retention {name}: give retentionDays for a class other than logs")
-    return RetentionPolicy(content=content, name=name, days=DEFAULT_DAYS if days is None else days)
-
-
 async def _spool(request: Request, folder: Path) -> tuple[Path, str]:
     """The body written to a file in `folder` (413 past MAX_INFERENCE_BODY), and its SHA-256."""
     declared = request.headers.get("content-length")
@@ -303,7 +276,7 @@ def _log_inference(
     made = len(done.statements)
     stores.counters.add(appended=made)
     first = done.first_index
-    entries = list(done.duplicate_of) if first is None else list(range(first, first + made))
+    entries = done.entries
     log.info("inference: %s sha256 %s, entries %s (new: %d)", name, sha[:16], entries, made)
     body = {
         "entries": entries,
@@ -418,18 +391,6 @@ def neighbourhood(graph: Graph, node_id: str, depth: int) -> dict[str, Any]:
 # -- the routes ----------------------------------------------------------------------------------
 
 
-def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The refusals a route answers with, each an RFC 9457 problem body."""
-    said = {
-        401: "no bearer token, or an unknown or revoked one",
-        403: "the token lacks the route's scope",
-        404: "the log does not know this digest",
-        413: "the body is over the route's size limit",
-        422: "the body or a parameter is malformed; nothing was logged",
-    }
-    return {status: problem_response(said[status]) for status in statuses}
-
-
 def _json_body(description: str) -> dict[str, Any]:
     return {
         "requestBody": {
@@ -445,7 +406,6 @@ def _json_body(description: str) -> dict[str, Any]:
 
 def add_ingest(router: APIRouter) -> None:
     lineage_lock, inference_lock = threading.Lock(), threading.Lock()
-    first_vault = FirstVault()
 
     @router.post(
         f"{PREFIX}/lineage",
@@ -454,7 +414,6 @@ def add_ingest(router: APIRouter) -> None:
         summary="Log OpenLineage run events (where OpenLineage's HTTP transport posts)",
         responses={
             200: {"description": "every event was already in the log"},
-            **_problems(401, 403, 413, 422),
         },
         openapi_extra=_json_body("One RunEvent, a JSON array of them, or JSON Lines."),
     )
@@ -471,14 +430,12 @@ def add_ingest(router: APIRouter) -> None:
         summary="Log a feed of human-oversight events as one batch (reviewers pseudonymised)",
         responses={
             200: {"description": "this feed was already logged"},
-            **_problems(401, 403, 413, 422),
         },
         openapi_extra=_json_body("JSON Lines, one event a line, or a JSON array of events."),
     )
     async def post_oversight(request: Request, stores: StoresDep) -> JSONResponse:
         with _refusals(stores):
             data = await read_body(request)
-            await run_in_threadpool(first_vault.ensure, stores.home)
             body, appended = await run_in_threadpool(_log_oversight, stores, data)
         return _created(body, appended)
 
@@ -489,7 +446,6 @@ def add_ingest(router: APIRouter) -> None:
         summary="Log an inference log (JSON Lines) as batch digests; content never logged",
         responses={
             200: {"description": "these bytes were already logged"},
-            **_problems(401, 403, 413, 422),
         },
         openapi_extra=_json_body(
             f"JSON Lines, one request a line; at most {MAX_INFERENCE_BODY} bytes."
@@ -513,11 +469,14 @@ def add_ingest(router: APIRouter) -> None:
     ) -> JSONResponse:
         with _refusals(stores):
             options = InferenceOptions(
-                _policy(retain_content, retention, retention_days), batch_size, source
+                RetentionPolicy.of(
+                    retain_content, retention, retention_days, option="retentionDays"
+                ),
+                batch_size,
+                source,
             )
             with tempfile.TemporaryDirectory(prefix="annex-upload-") as folder:
                 spooled, sha = await _spool(request, Path(folder))
-                await run_in_threadpool(first_vault.ensure, stores.home)
                 body, appended = await run_in_threadpool(
                     _log_inference, stores, inference_lock, spooled, sha, options
                 )
@@ -531,7 +490,6 @@ def add_lineage(router: APIRouter) -> None:
         f"{PREFIX}/lineage/{{digest}}",
         dependencies=read,
         summary="Lineage graph of a dataset, model or adapter digest, up- and downstream",
-        responses=_problems(401, 403, 404, 422),
     )
     def get_lineage(
         stores: StoresDep,

@@ -27,6 +27,7 @@ from pathlib import Path
 from collectors.tree import TreeFile
 from evidence.errors import ConfigError
 
+CACHE_PATH = Path("cache") / "hashes.sqlite"  # in the data directory: what every command uses
 SETTLE_NS = 2_000_000_000  # files changed this close to the listing are not cached
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS file_digests ("

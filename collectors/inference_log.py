@@ -104,6 +104,16 @@ class RetentionPolicy:
     name: str = DEFAULT_CLASS
     days: int = DEFAULT_DAYS
 
+    @classmethod
+    def of(cls, content: bool, name: str, days: int | None, *, option: str) -> RetentionPolicy:
+        """The policy a command's options ask for: `days` (the option named `option`) may be left
+        out for class logs only."""
+        if days is None and name != DEFAULT_CLASS:
+            raise InputError(
+                f"{option}: give it for a retention class other than logs (class {name!r})"
+            )
+        return cls(content=content, name=name, days=DEFAULT_DAYS if days is None else days)
+
     def __post_init__(self) -> None:
         if not 1 <= self.days <= MAX_DAYS:
             raise InputError(f"retention days must be from 1 to {MAX_DAYS}, not {self.days}")
@@ -949,6 +959,13 @@ class Ingested:
     statements: tuple[dict[str, Any], ...]
     first_index: int | None = None
     duplicate_of: tuple[int, ...] = ()
+
+    @property
+    def entries(self) -> list[int]:
+        """The entries holding the file: those just appended, or the earlier ones."""
+        if self.first_index is None:
+            return list(self.duplicate_of)
+        return list(range(self.first_index, self.first_index + len(self.statements)))
 
 
 def default_workers(size: int) -> int:

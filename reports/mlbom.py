@@ -94,8 +94,6 @@ def build_ml_bom(
     models = {c.digest: _model(ev, c) for c in _roles(ev, "base-model", "adapter")}
     datasets = {c.digest: _dataset(ev, c, out) for c in _roles(ev, "dataset")}
     gpus = ev.gpus if max_platforms is None else ev.gpus[len(ev.gpus) - max_platforms :]
-    if max_platforms is not None and max_platforms <= 0:
-        gpus = []
     out.platforms_left_out = len(ev.gpus) - len(gpus)
     platforms = [_platform(f) for f in gpus]
     for component in [*models.values(), *datasets.values(), *platforms]:

@@ -79,7 +79,8 @@ class Attachment:
 # -- HTML ---------------------------------------------------------------------------------------
 
 
-def _ts(moment: datetime | None) -> str:
+def ts(moment: datetime | None) -> str:
+    """A time as the reports and the web pages print it (UTC, to the second)."""
     if moment is None:
         return "—"
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
@@ -97,7 +98,7 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         trim_blocks=False,
     )
-    env.filters["ts"] = _ts
+    env.filters["ts"] = ts
     env.filters["chart_svg"] = _chart
     env.tests["paragraph"] = lambda b: isinstance(b, Paragraph)
     env.tests["facts"] = lambda b: isinstance(b, Facts)

@@ -183,8 +183,6 @@ class Missed:
 
     schedule: Schedule
     times: tuple[datetime, ...]
-    judged_from: datetime
-    judged_until: datetime
 
 
 def missed_runs(
@@ -213,7 +211,7 @@ def missed_runs(
         for t in fire_times(schedule, start, end)
         if t not in served and not _started_within(loose, t, t + schedule.grace)
     )
-    return Missed(schedule, times, start, max(start, end))
+    return Missed(schedule, times)
 
 
 def _started_within(ordered: Sequence[datetime], low: datetime, high: datetime) -> bool:

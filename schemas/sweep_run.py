@@ -68,6 +68,9 @@ class StepResult(_Shape):
         return self
 
 
+Trigger = Literal["scheduler", "command"]  # annex serve's scheduler, or `annex sweep NAME`
+
+
 class SweepRunPredicate(_Shape):
     """Predicate of SWEEP_RUN."""
 
@@ -77,7 +80,7 @@ class SweepRunPredicate(_Shape):
     timezone: str = Field(min_length=1)
     grace_minutes: int = Field(ge=1)
     system: str | None = Field(default=None, min_length=1)
-    trigger: Literal["scheduler", "command"]
+    trigger: Trigger
     scheduled_for: str | None = None
     started_at: str
     finished_at: str

@@ -49,7 +49,7 @@ from pydantic import (
     model_validator,
 )
 
-from collectors.inference_log import DEFAULT_CLASS, DEFAULT_DAYS, MAX_DAYS, RetentionPolicy
+from collectors.inference_log import DEFAULT_CLASS, MAX_DAYS, RetentionPolicy
 from evidence.canonical import canonical_bytes
 from evidence.errors import ConfigError, InputError
 from reports.sweeps import Schedule, crontab_trigger
@@ -115,11 +115,10 @@ class InferenceLogStep(_Frozen):
         return self
 
     def policy(self) -> RetentionPolicy:
-        if self.retention_days is None and self.retention != DEFAULT_CLASS:
-            raise ValueError("retention_days: give it for a retention class other than logs")
-        days = DEFAULT_DAYS if self.retention_days is None else self.retention_days
         try:
-            return RetentionPolicy(content=self.retain_content, name=self.retention, days=days)
+            return RetentionPolicy.of(
+                self.retain_content, self.retention, self.retention_days, option="retention_days"
+            )
         except InputError as exc:
             raise ValueError(str(exc)) from None
 

@@ -44,7 +44,7 @@ from collectors.datasets import describe as describe_dataset
 from collectors.datasets import statement_of as dataset_statement
 from collectors.evals import require_backend, run_eval
 from collectors.gpu import collect_gpu
-from collectors.hash_cache import HashCache
+from collectors.hash_cache import CACHE_PATH, HashCache
 from collectors.hashing import build_manifest
 from collectors.inference_log import ingest
 from collectors.models import bind, describe, find_base, statement_of
@@ -58,10 +58,13 @@ from evidence.store import Store
 from evidence.vault import Vault
 from reports.sweeps import scheduled_for
 from schemas.gpu import SiteLabels
-from schemas.sweep_run import StepKind, StepResult, SweepRunPredicate, sweep_run_statement
-
-CACHE_PATH = Path("cache") / "hashes.sqlite"  # the digest cache `annex collect model` keeps
-Trigger = Literal["scheduler", "command"]
+from schemas.sweep_run import (
+    StepKind,
+    StepResult,
+    SweepRunPredicate,
+    Trigger,
+    sweep_run_statement,
+)
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,11 @@ def _inference_logs(step: InferenceLogStep, store: Store, home: Home) -> Iterato
         for pattern in step.files:
             matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
             if not matches:
-                yield _attempt("inference-log", pattern, partial(_no_match, pattern))
+                yield _attempt(
+                    "inference-log",
+                    pattern,
+                    partial(_raise, ConfigError(f"no file matches {pattern}")),
+                )
             for name in matches:
                 if vault is None:
                     vault = stack.enter_context(Vault.open(home.path / "vault"))
@@ -229,10 +236,6 @@ def _inference_logs(step: InferenceLogStep, store: Store, home: Home) -> Iterato
                     name,
                     partial(_inference_log, store, vault, home, Path(name), step),
                 )
-
-
-def _no_match(pattern: str) -> list[int]:
-    raise ConfigError(f"no file matches {pattern}")
 
 
 def _inference_log(
@@ -249,10 +252,7 @@ def _inference_log(
         now=utc_now(),
         batch_size=step.batch_size,
     )
-    if done.duplicate_of:
-        return list(done.duplicate_of)
-    first = done.first_index
-    return [] if first is None else list(range(first, first + len(done.statements)))
+    return done.entries
 
 
 # -- evals: a suite file of `annex eval run` invocations -------------------------------------------

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import TokenRecord
 from api.problems import NotFound
+from api.routes_entries import entry_or_404
 from api.routes_reports import FILES, download_response, file_path, report_predicate
 from api.state import IndexPath, StoresDep
 from api.web.session import (
@@ -34,7 +35,6 @@ from api.web.session import (
 from api.web.upload import MAX_UPLOAD, read_upload
 from api.web.verify import check_upload
 from api.web.views import TEMPLATES, document_markup, page
-from evidence.entry import Entry
 from evidence.errors import AnnexError
 from evidence.home import Home
 from evidence.store import Store
@@ -172,16 +172,9 @@ def system(request: Request, record: Reader, stores: StoresDep, system_id: str) 
 # -- entries -------------------------------------------------------------------------------------
 
 
-def _entry(store: Store, index: int) -> Entry:
-    found = store.query(after=index - 1, limit=1) if index >= 0 else []
-    if not found or found[0].index != index:
-        raise NotFound(f"no entry {index}: the log holds {store.size()} entries")
-    return found[0]
-
-
 def entry(request: Request, record: Reader, stores: StoresDep, index: IndexPath) -> Response:
     store = stores.read()
-    found = _entry(store, index)
+    found = entry_or_404(store, index)
     proof = store.inclusion_proof(index)
     return page(
         request,
@@ -196,7 +189,7 @@ def entry(request: Request, record: Reader, stores: StoresDep, index: IndexPath)
 def entry_json(record: Reader, stores: StoresDep, index: IndexPath) -> Response:
     """The envelope as logged and its inclusion proof: the shape of a dossier's receipt."""
     store = stores.read()
-    found = _entry(store, index)
+    found = entry_or_404(store, index)
     proof = store.inclusion_proof(index).format()
     body = {"envelope": json.loads(found.envelope_bytes), "proof": proof}
     return Response(
@@ -209,7 +202,7 @@ def entry_json(record: Reader, stores: StoresDep, index: IndexPath) -> Response:
 def entry_proof(record: Reader, stores: StoresDep, index: IndexPath) -> Response:
     """The inclusion proof alone, as `annex verify-entry` reads it beside the JSON above."""
     store = stores.read()
-    _entry(store, index)
+    entry_or_404(store, index)
     return Response(
         store.inclusion_proof(index).format(),
         media_type="text/plain",
@@ -233,26 +226,25 @@ class ReportRow:
     download: str | None  # None: issued elsewhere (the CLI), its files are not on this server
 
 
-def _on_server(home: Home, entry: Entry) -> bool:
-    predicate = report_predicate(entry)
-    path = None if predicate is None else file_path(home, entry, predicate, "pdf")
-    return path is not None and path.is_file()
-
-
 def _report_rows(home: Home, store: Store) -> list[ReportRow]:
+    """The REPORT entries Annex can read, newest first. One a write token appended with a
+    predicate that is not a report's is left out, as the API's listing marks it invalid."""
     rows = []
     for e in entries_of(store, REPORT):
-        p = e.statement["predicate"]
-        here = _on_server(home, e)
+        p = report_predicate(e)
+        if p is None:
+            continue
+        path = file_path(home, e, p, "pdf")
+        here = path is not None and path.is_file()
         rows.append(
             ReportRow(
                 index=e.index,
-                kind=str(p["kind"]),
-                title=str(p.get("title", "")),
-                system=(p.get("system") or {}).get("id"),
-                pdf_name=str(p["pdf"]["name"]),
-                pdf_sha256=str(p["pdf"]["sha256"]),
-                checkpoint=int(p["checkpoint"]["size"]),
+                kind=p.kind,
+                title=p.title,
+                system=p.system.id if p.system else None,
+                pdf_name=p.pdf.name,
+                pdf_sha256=p.pdf.sha256,
+                checkpoint=p.checkpoint.size,
                 logged=e.logged_at,
                 download=f"{WEB}/reports/{e.index}/pdf" if here else None,
             )

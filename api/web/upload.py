@@ -22,6 +22,9 @@ MAX_TRUST = 1024 * 1024
 _SLACK = 64 * 1024  # multipart boundaries and part headers around the two files
 
 
+_LIMITS = f"a dossier of at most {MAX_UPLOAD} bytes, a trust file of {MAX_TRUST}, the form"
+
+
 @dataclass(frozen=True)
 class Upload:
     pdf: bytes
@@ -33,7 +36,7 @@ async def _bounded(request: Request, limit: int) -> AsyncGenerator[bytes, None]:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise TooLarge(f"the upload exceeds the limit of {MAX_UPLOAD} bytes")
+            raise TooLarge(f"the upload exceeds the limit of {limit} bytes ({_LIMITS})")
         yield chunk
 
 
@@ -42,7 +45,7 @@ async def read_upload(request: Request) -> Upload:
     limit = MAX_UPLOAD + MAX_TRUST + _SLACK
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"the upload is {declared} bytes; the limit is {MAX_UPLOAD}")
+        raise TooLarge(f"the upload is {declared} bytes; the limit is {limit} ({_LIMITS})")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise Unprocessable("send the dossier as multipart/form-data (field `dossier`)")
     parser = MultiPartParser(request.headers, _bounded(request, limit), max_files=2, max_fields=4)

@@ -11,7 +11,6 @@ value can look like them): a citation's in-page link `href="#entry-N"` becomes t
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from functools import cache
 from http import HTTPStatus
 from pathlib import Path
@@ -23,17 +22,11 @@ from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
 from reports.document import Document
-from reports.render import render_html
+from reports.render import render_html, ts
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "web"
 _BODY = re.compile(r"<body\b[^>]*>(.*)</body>", re.DOTALL)
 _CITE_LINK = 'href="#entry-'
-
-
-def ts(moment: datetime | None) -> str:
-    if moment is None:
-        return "—"
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 @cache

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from api import routes_exports
 from api.app import create_app
 from api.auth import TokenFile
-from api.routes_exports import MAX_EXPORT_ENTRIES
 from evidence.home import Home
 from reports.mlbom import ml_bom_json
 from reports.oscal import assessment_results, to_json
@@ -144,7 +144,20 @@ def test_the_api_serves_the_same_documents(
         f"{API}/systems/{SYSTEM}/oscal", params={"at": exported.early}, headers=headers
     )
     assert early.text == exported.oscal_early
-    assert MAX_EXPORT_ENTRIES >= 100
+
+
+def test_the_api_caps_an_exports_observations_and_counts_the_rest(
+    client: tuple[TestClient, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bounded work per request: past the cap the newest cited entries are observed, and the
+    result says how many of all cited it observed (the CLI has no cap)."""
+    http, headers = client
+    monkeypatch.setattr(routes_exports, "MAX_EXPORT_ENTRIES", 2)
+    doc = json.loads(http.get(f"{API}/systems/{SYSTEM}/oscal", headers=headers).text)
+    (result,) = doc["assessment-results"]["results"]
+    props = {p["name"]: p["value"] for p in result["props"]}
+    assert len(result["observations"]) == 2 == int(props["observed-entries"])
+    assert int(props["cited-entries"]) > 2
 
 
 def test_an_auditor_verifies_an_observation_with_the_trust_file_alone(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from api.group_commit import Appended, GroupCommit, Logged
+from api.group_commit import QUIET_S, Appended, GroupCommit, Logged
 from api.state import Stores
 from evidence.dsse import Envelope
 from evidence.errors import AnnexError, DuplicateEntry, TrustError
@@ -181,7 +181,7 @@ def test_under_concurrent_load_a_batch_waits_a_moment_for_the_next_requests(
         return stores.append_batch(envelopes)
 
     group = GroupCommit(commit)
-    sent = [envelope(node, i) for i in range(4)]
+    sent = [envelope(node, i) for i in range(6)]
 
     async def main() -> None:
         await asyncio.gather(group.append(sent[0]), group.append(sent[1]))  # one batch of 2
@@ -192,9 +192,16 @@ def test_under_concurrent_load_a_batch_waits_a_moment_for_the_next_requests(
         )
         await first
         await later[0]
+        await asyncio.sleep(QUIET_S * 2)  # quiet: the next request goes alone, at once
+        alone = asyncio.ensure_future(group.append(sent[4]))
+        asyncio.get_running_loop().call_later(
+            0.0002, lambda: later.append(asyncio.ensure_future(group.append(sent[5])))
+        )
+        await alone
+        await later[1]
 
     asyncio.run(main())
-    assert sizes == [2, 2]
+    assert sizes == [2, 2, 1, 1]
 
 
 def test_a_loop_that_ends_while_a_batch_runs_leaves_the_queue_usable(

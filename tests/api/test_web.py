@@ -29,6 +29,7 @@ from evidence.note import TlogProof
 from evidence.verify import verify_entry
 from reports.annex_iv import build_annex_iv
 from reports.dossier import issue
+from schemas.report import REPORT
 from tests.api.conftest import Annex
 from tests.conftest import statement
 from tests.reports.oversight_fixture import SYSTEM, Rig
@@ -354,6 +355,22 @@ def test_a_report_issued_elsewhere_is_listed_without_a_link(dossier: Dossier) ->
         assert site.get(f"/web/reports/{index}/pdf").status_code == 404
     finally:
         moved.rename(kept)
+
+
+def test_a_report_entry_annex_cannot_read_does_not_break_the_reports_page(site: Site) -> None:
+    """Anyone with a write token may append a REPORT statement that says anything: the page
+    leaves it out instead of failing for every auditor."""
+    odd = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "report:annex-iv:x", "digest": {"sha256": "ab" * 32}}],
+        "predicateType": REPORT,
+        "predicate": {"kind": "annex-iv"},
+    }
+    with site.home.open_store(write=True) as store:
+        index = store.append([odd]).first_index
+    page = site.get("/web/reports")
+    assert page.status_code == 200
+    assert f'href="/web/entries/{index}"' not in page.text
 
 
 def test_empty_log_pages_say_what_to_do(sqlite_home: Home) -> None:
