@@ -21,17 +21,14 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Literal, get_args
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from api.problems import Forbidden, Unauthorized
 from evidence.errors import ConfigError, InputError
 
 Scope = Literal["read", "write", "report", "admin"]
@@ -163,31 +160,3 @@ class TokenFile:
             if hmac.compare_digest(r.sha256, digest):
                 match = r
         return None if match is None or match.revoked_at is not None else match
-
-
-_bearer = HTTPBearer(auto_error=False, description="An Annex API token: `annex tokens create`.")
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-
-
-def require(
-    scope: Scope,
-) -> Callable[[Request, HTTPAuthorizationCredentials | None], Awaitable[TokenRecord]]:
-    """The one auth dependency: 401 without a live token, 403 without `scope` (or admin).
-
-    It runs on the event loop, not in the thread pool: the token file is re-read only when its
-    stat changes, so the usual check is a stat and a few constant-time comparisons.
-    """
-
-    async def check(request: Request, credentials: Credentials) -> TokenRecord:
-        if credentials is None:
-            raise Unauthorized("this route needs a bearer token (Authorization: Bearer annex_…)")
-        tokens: TokenFile = request.app.state.tokens
-        record = tokens.find(credentials.credentials)
-        if record is None:
-            raise Unauthorized("the bearer token is unknown or revoked")
-        if not record.allows(scope):
-            raise Forbidden(f"token {record.id} has scope {record.scope}; this route needs {scope}")
-        return record
-
-    check.__name__ = f"require_{scope}"
-    return check

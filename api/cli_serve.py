@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import uvicorn
 
-from api.app import create_app
 from api.cli_base import HomeOpt, app, command
 from api.cli_gpu import site_labels
 from api.cli_sweep import ConfigOpt, config_path, declared_since
@@ -18,7 +16,6 @@ from api.output import stderr
 from api.settings import get_settings
 from api.sweeps.config import SweepConfig, load_config
 from api.sweeps.runner import Boundaries
-from api.sweeps.scheduler import start_scheduler
 from evidence.errors import AnnexError
 
 
@@ -38,6 +35,12 @@ def serve(
     Also runs the sweeps the configuration file declares, on their schedules (--no-sweeps: not;
     the metrics still judge them).
     """
+    # Imported here: the web stack costs every other command a third of a second to load.
+    import uvicorn
+
+    from api.app import create_app
+    from api.sweeps.scheduler import start_scheduler
+
     settings = get_settings(home)
     target = settings.open_home()
     target.open_store().close()  # refuse to start on a directory with no log

@@ -36,7 +36,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from starlette.concurrency import run_in_threadpool
 
 from api import state
-from api.auth import require
 from api.jobs import RETRY_AFTER_S, Job, JobQueue, QueueFull
 from api.problems import NotFound, Unprocessable, problem, problem_response
 from api.settings import get_settings
@@ -50,6 +49,7 @@ from api.state import (
     StoresDep,
     read,
     read_body,
+    require,
 )
 from evidence.entry import Entry, rfc3339
 from evidence.errors import AnnexError, ConfigError, InputError

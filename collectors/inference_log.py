@@ -31,11 +31,13 @@ written to the leaves blob. Memory stays constant in the file's length: counters
 latency histogram (about 2,000 buckets at most), one entry per distinct model, system
 fingerprint and caller, and the chunks in flight.
 
-Files of 64 MiB or more are parsed by worker processes (one per core, at most four): the file
-is read in chunks of about 1 MiB of whole lines, at most two chunks per worker in flight;
-workers parse, check, count and canonicalise each line's record (`digest_chunk`), and this
-process, in file order, turns caller ids into pseudonyms (the vault), encrypts retained lines
-and folds the leaves. The result is the same as with no workers (a test holds them equal).
+Files of 64 MiB or more are parsed by worker processes (one per core, at most four;
+collectors/line_workers.py): this process cuts the file into chunks of about 4 MiB of whole
+lines and sends each worker where its chunk lies, at most two chunks per worker in flight;
+workers read their chunk from the same open file, parse, check, count and canonicalise each
+line's record (`digest_chunk`, with orjson where it gives RFC 8785's bytes), and this process,
+in file order, turns caller ids into pseudonyms (the vault), encrypts retained lines and folds
+the leaves. The result is the same as with no workers (a test holds them equal).
 
 A file is one batch unless `batch_size` splits it every N lines; all batches of a file are
 appended together, atomically.
@@ -45,23 +47,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import multiprocessing
 import os
 import struct
-from _json import make_encoder
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from json.encoder import encode_basestring
+from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import rfc8785
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from collectors.inference_lines import (
+    CHOICE_CONTENT,
+    CONTENT_FIELDS,
+    Digested,
+    Histogram,
+    Stats,
+    canonical,
+    digest_chunk,
+)
+from collectors.line_workers import LineWorkers, split_lines
 from evidence.blobs import BlobStore, BlobWriter
 from evidence.entry import rfc3339
 from evidence.errors import CollectorError, InputError
@@ -87,13 +94,10 @@ from schemas.statement import STATEMENT_TYPE
 DEFAULT_CLASS = "logs"
 DEFAULT_DAYS = 184  # six months at least (AI Act Art. 19(1), 26(6)); six calendar months <= 184 d
 MAX_DAYS = 36_525  # a century: past it a retention date is no longer a date
-CONTENT_FIELDS = frozenset({"messages", "prompt", "response"})
-CHOICE_CONTENT = frozenset({"message", "text", "delta", "logprobs"})
 LEAF_RECORD = struct.Struct(">Q32s")
 CONTENT_HEAD = struct.Struct(">Q16s12sI")
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 4 << 20
 PARALLEL_BYTES = 64 << 20
-_HIST_STEP = math.log1p(0.02)  # bucket width: values within 1% of the bucket's middle
 
 
 @dataclass(frozen=True)
@@ -122,44 +126,6 @@ class RetentionPolicy:
                 f"retention class {DEFAULT_CLASS!r} keeps logs at least {DEFAULT_DAYS} days "
                 f"(six months): {self.days} is too short; name another class to keep less"
             )
-
-
-# -- canonical leaf bytes ---------------------------------------------------------------------
-
-
-class _NotPlain(Exception):
-    pass
-
-
-def _plain_float(token: str) -> float:
-    # Python's repr and ECMAScript agree on a float printed without exponent and not integral.
-    if "e" in token or "E" in token or token.endswith(".0"):
-        raise _NotPlain
-    return float(token)
-
-
-def _safe_int(token: str) -> int:
-    value = int(token)
-    if abs(value) > 2**53 - 1:
-        raise _NotPlain
-    return value
-
-
-_CHECK = json.JSONDecoder(parse_float=_plain_float, parse_int=_safe_int)
-
-
-def canonical(value: Any) -> bytes:
-    """RFC 8785 bytes: the C encoder's output when it is canonical (checked), else rfc8785."""
-    try:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        if (text.isascii() or max(text) <= "\uffff") and _CHECK.decode(text) == value:
-            return text.encode("utf-8")
-    except (_NotPlain, TypeError, ValueError, RecursionError):
-        pass
-    try:
-        return rfc8785.dumps(value)
-    except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
-        raise InputError(f"value cannot be canonicalised (RFC 8785): {exc}") from exc
 
 
 def line_leaf(
@@ -220,86 +186,6 @@ def split_line(obj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | No
     return record, (content or None)
 
 
-# -- statistics ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Histogram:
-    """Log-scale buckets (2% wide): percentiles within 1% whatever the count of values."""
-
-    buckets: Counter[int] = field(default_factory=Counter)
-    count: int = 0
-    zeros: int = 0
-    max: float = 0.0
-
-    def add(self, value: float) -> None:
-        self.count += 1
-        if value > self.max:
-            self.max = value
-        if value <= 0.001:
-            self.zeros += 1
-        else:
-            self.buckets[math.floor(math.log(value) / _HIST_STEP)] += 1
-
-    def merge(self, other: Histogram) -> None:
-        self.buckets.update(other.buckets)
-        self.count += other.count
-        self.zeros += other.zeros
-        self.max = max(self.max, other.max)
-
-    def percentile(self, q: float) -> float | None:
-        if not self.count:
-            return None
-        rank = max(1, math.ceil(q * self.count))
-        seen = self.zeros
-        if seen >= rank:
-            return 0.0
-        for bucket in sorted(self.buckets):
-            seen += self.buckets[bucket]
-            if seen >= rank:
-                middle = math.exp((bucket + 0.5) * _HIST_STEP)
-                return round(min(middle, self.max), 3)
-        return self.max
-
-    def latency(self) -> Latency:
-        return Latency(
-            count=self.count,
-            p50=self.percentile(0.50),
-            p90=self.percentile(0.90),
-            p99=self.percentile(0.99),
-            max=self.max if self.count else None,
-        )
-
-
-@dataclass
-class _Stats:
-    requests: int = 0
-    errors: int = 0
-    refusals: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    first: float = math.inf
-    last: float = -math.inf
-    latency: Histogram = field(default_factory=Histogram)
-    models: Counter[str] = field(default_factory=Counter)
-    fingerprints: Counter[str] = field(default_factory=Counter)
-    callers: Counter[str] = field(default_factory=Counter)
-    unattributed: int = 0
-
-    def merge(self, other: _Stats, pseudonyms: dict[str, str]) -> None:
-        """Adds a chunk's counts, its callers (by caller id) renamed to their pseudonyms."""
-        for name in ("requests", "errors", "refusals", "prompt_tokens", "completion_tokens"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.first = min(self.first, other.first)
-        self.last = max(self.last, other.last)
-        self.latency.merge(other.latency)
-        self.models.update(other.models)
-        self.fingerprints.update(other.fingerprints)
-        for caller, count in other.callers.items():
-            self.callers[pseudonyms[caller]] += count
-        self.unattributed += other.unattributed
-
-
 # -- one batch ------------------------------------------------------------------------------------
 
 
@@ -313,7 +199,7 @@ class Batch:
     content: BlobWriter | None
     last_line: int = 0
     tree: CompactRange = field(default_factory=CompactRange)
-    stats: _Stats = field(default_factory=_Stats)
+    stats: Stats = field(default_factory=Stats)
     # pseudonym -> this batch's key for that subject, and its cipher
     keys: dict[str, tuple[ContentKey, AESGCM]] = field(default_factory=dict)
     leaves_digest: str | None = None
@@ -399,6 +285,39 @@ def already_ingested(store: Store, source: SourceFile) -> list[int]:
 
 
 @dataclass
+class Chunk:
+    """A run of whole lines of the file: the first one's number, where it starts, its bytes."""
+
+    first: int
+    offset: int
+    data: bytes
+
+    @cached_property
+    def lines(self) -> list[bytes]:
+        return split_lines(self.data)
+
+    @cached_property
+    def count(self) -> int:
+        """Its lines, as `readlines` counts them (the file's last may lack its newline)."""
+        return self.data.count(b"\n") + (not self.data.endswith(b"\n"))
+
+
+def _blocks(f: BinaryIO) -> Iterator[bytes]:
+    """The file in runs of whole lines of about CHUNK_BYTES (a longer line is one run)."""
+    parts: list[bytes] = []
+    while data := f.read(CHUNK_BYTES):
+        end = data.rfind(b"\n") + 1
+        if not end:
+            parts.append(data)
+            continue
+        parts.append(data[:end])
+        yield b"".join(parts)
+        parts = [data[end:]] if end < len(data) else []
+    if parts:
+        yield b"".join(parts)
+
+
+@dataclass
 class Reader:
     """Reads one file into batches; the vault gives pseudonyms and (with retention) keys."""
 
@@ -412,6 +331,7 @@ class Reader:
     lines: int = 0
     workers: int = 1
     _subjects: dict[str, Subject] = field(default_factory=dict)
+    _quoted: dict[str, bytes] = field(default_factory=dict)  # caller id -> b'"pseudonym"'
 
     @property
     def expires_at(self) -> datetime:
@@ -444,41 +364,62 @@ class Reader:
         except OSError as exc:
             raise InputError(f"cannot read {where}: {exc.strerror}") from exc
         done = 0
-        with f, _Digester(self.workers) as digester:
-            for first, lines, result in digester.run(where, self._chunks(f)):
-                self._apply(first, lines, *result)
-                done += sum(map(len, lines))
+        with f:
+            for chunk, (stats, digested) in self._digested(f):
+                self._apply(chunk, stats, digested)
+                done += len(chunk.data)
                 if progress is not None:
                     progress(done, self.source.size)
         if done != self.source.size:
             raise CollectorError(f"{where} changed while it was read: ingest it again")
 
-    def _chunks(self, f: BinaryIO) -> Iterator[tuple[int, list[bytes]]]:
-        """Runs of whole lines (about 1 MiB), cut where a batch fills up."""
-        number, room = 1, self.batch_size
-        while lines := f.readlines(CHUNK_BYTES):
-            self.lines += len(lines)
-            while lines:
-                cut = len(lines)
+    def _digested(self, f: BinaryIO) -> Iterator[tuple[Chunk, tuple[Stats, list[Digested]]]]:
+        """Each chunk with its `digest_chunk`: here, or in worker processes reading the file."""
+        where = self.source.path
+        if self.workers <= 1:
+            for chunk in self._chunks(f):
+                yield chunk, digest_chunk(where, chunk.first, chunk.lines)
+            return
+        asked: deque[Chunk] = deque()
+
+        def ranges() -> Iterator[tuple[int, int, int]]:
+            for chunk in self._chunks(f):
+                asked.append(chunk)
+                yield chunk.first, chunk.offset, len(chunk.data)
+
+        with LineWorkers(f.fileno(), where, self.workers) as workers:
+            for answer in workers.run(ranges()):
+                yield asked.popleft(), answer
+
+    def _chunks(self, f: BinaryIO) -> Iterator[Chunk]:
+        """Runs of whole lines (about CHUNK_BYTES), cut where a batch fills up."""
+        number, offset, room = 1, 0, self.batch_size
+        for data in _blocks(f):
+            while data:
+                piece = data
                 if room is not None:
                     room = room or self.batch_size
                     assert room is not None
+                    lines = split_lines(data)
                     cut, seen = _cut(lines, room)
                     room -= seen
-                yield number, lines if cut == len(lines) else lines[:cut]
-                number, lines = number + cut, lines[cut:]
+                    if cut < len(lines):
+                        piece = b"".join(lines[:cut])
+                chunk = Chunk(number, offset, piece)
+                self.lines += chunk.count
+                yield chunk
+                number, offset, data = number + chunk.count, offset + len(piece), data[len(piece) :]
 
-    def _apply(
-        self, first: int, lines: list[bytes], stats: _Stats, digested: list[Digested]
-    ) -> None:
+    def _apply(self, chunk: Chunk, stats: Stats, digested: list[Digested]) -> None:
         """Folds a digested chunk into the current batch: pseudonyms, content, leaves, counts."""
         if not digested:
             return
         batch = self.batches[-1] if self.batches else None
         if batch is None or (self.batch_size and batch.tree.size >= self.batch_size):
             batch = self._new_batch(digested[0][0])
-        pseudonyms = {c: self._subject(c).pseudonym for c in stats.callers}
-        quoted = {c: f'"{p}"'.encode() for c, p in pseudonyms.items()}
+        quoted = self._quoted
+        for new in stats.callers.keys() - quoted.keys():
+            quoted[new] = f'"{self._subject(new).pseudonym}"'.encode()
         keep = batch.content is not None
         # leaf_of and Batch.add, inlined: this loop is the one part of a parallel ingest that is
         # serial. The fold is CompactRange.append's; node_hash is SHA-256(0x01 || left || right).
@@ -488,7 +429,7 @@ class Reader:
             who = b"null" if caller is None else quoted[caller]
             what = b"null"
             if keep and has_content and caller is not None:
-                raw = lines[number - first]
+                raw = chunk.lines[number - chunk.first]
                 digest = self._encrypt(batch, number, self._subjects[caller], raw)
                 what = f'"{digest}"'.encode()
             h = leaf = sha256(_LEAF % (who, what, number, data)).digest()
@@ -502,7 +443,11 @@ class Reader:
         tree.size = size
         batch.last_line = digested[-1][0]
         batch.write_leaves(b"".join(records))
-        batch.stats.merge(stats, pseudonyms)
+        batch.stats.merge(stats)
+
+    def pseudonym(self, caller: str) -> str:
+        """The pseudonym of a caller id this reader has met."""
+        return self._subjects[caller].pseudonym
 
     def _subject(self, caller: str) -> Subject:
         subject = self._subjects.get(caller)
@@ -540,44 +485,6 @@ def _cut(lines: list[bytes], room: int) -> tuple[int, int]:
     return len(lines), seen
 
 
-class _Digester:
-    """Runs `digest_chunk` over chunks in order: in this process, or in `workers` processes
-    with at most two chunks per worker in flight (memory stays bounded)."""
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self._pool: ProcessPoolExecutor | None = None
-
-    def __enter__(self) -> _Digester:
-        if self.workers > 1:
-            # Not plain fork: the caller may run threads (a progress bar), and a fork copies
-            # whatever locks they hold. A fork server starts from a clean process.
-            context = multiprocessing.get_context("forkserver")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def run(
-        self, where: Path, chunks: Iterator[tuple[int, list[bytes]]]
-    ) -> Iterator[tuple[int, list[bytes], tuple[_Stats, list[Digested]]]]:
-        if self._pool is None:
-            for first, lines in chunks:
-                yield first, lines, digest_chunk(where, first, lines)
-            return
-        pending: deque[tuple[int, list[bytes], Future[tuple[_Stats, list[Digested]]]]] = deque()
-        for first, lines in chunks:
-            pending.append((first, lines, self._pool.submit(digest_chunk, where, first, lines)))
-            if len(pending) >= 2 * self.workers:
-                first, lines, done = pending.popleft()
-                yield first, lines, done.result()
-        while pending:
-            first, lines, done = pending.popleft()
-            yield first, lines, done.result()
-
-
 def associated_data(source_sha256: str, line: int) -> bytes:
     return f"{LEAF_FORMAT}|{source_sha256}|{line}".encode()
 
@@ -586,243 +493,6 @@ def seal(cipher: AESGCM, source_sha256: str, line: int, raw: bytes) -> tuple[byt
     """AES-256-GCM of the line's own bytes; returns (nonce, ciphertext with tag)."""
     nonce = os.urandom(12)
     return nonce, cipher.encrypt(nonce, raw, associated_data(source_sha256, line))
-
-
-class LineDecoder:
-    """json.loads for one line that also says whether the C encoder will write it canonically.
-
-    Floats are where Python and RFC 8785 (ECMAScript) differ: an integral float is read as the
-    int it equals (RFC 8785 writes 243.0 as 243), and a float that Python would print with an
-    exponent marks the line for the slow, exact path. So does an integer beyond 2**53 (ECMAScript
-    reads it as a nearby double): such an integer has 16 digits or more, so a line with no run of
-    16 digits (found on its raw bytes, in C) has none; a run inside a string only costs the line
-    the exact path, which gives the same bytes.
-    """
-
-    def __init__(self) -> None:
-        self.plain = True
-        self._decoder = json.JSONDecoder(parse_float=self._float, parse_constant=_no_constant)
-        # what decode() calls after skipping whitespace: the C scanner, at an index
-        self._scan: Callable[[str, int], tuple[Any, int]]
-        self._scan = self._decoder.scan_once  # type: ignore[attr-defined]
-
-    def _float(self, token: str) -> float | int:
-        value = float(token)
-        if math.isinf(value):
-            raise _NotJsonNumber(f"the number {token[:40]} is out of range for a double")
-        if value == 0 or 1e-4 <= abs(value) < 1e16:
-            if not value.is_integer():
-                return value
-            if abs(value) <= 2**53 - 1:
-                return int(value)
-        self.plain = False
-        return value
-
-    def parse(self, raw: bytes, where: Path, number: int) -> dict[str, Any]:
-        self.plain = _SIXTEEN_DIGITS not in raw.translate(_DIGITS_TO_ZERO)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CollectorError(f"{where} line {number}: not UTF-8 ({exc.reason})") from None
-        # decode() without its two whitespace matches, for a value that ends the line; anything
-        # else (leading or trailing space, an error) goes through decode() and its messages.
-        try:
-            try:
-                obj, end = self._scan(text, 0)
-            except (StopIteration, ValueError):
-                end = -1
-            if end != len(text) and (end != len(text) - 1 or text[end] != "\n"):
-                try:
-                    obj = self._decoder.decode(text)
-                except json.JSONDecodeError as exc:
-                    message = f"{where} line {number}: not valid JSON: {exc.msg}"
-                    raise CollectorError(message) from None
-        except _NotJsonNumber as exc:
-            raise CollectorError(f"{where} line {number}: not valid JSON: {exc}") from None
-        except RecursionError:
-            raise CollectorError(f"{where} line {number}: nested too deeply") from None
-        if not isinstance(obj, dict):
-            raise CollectorError(f"{where} line {number}: not a JSON object")
-        return obj
-
-
-class _NotJsonNumber(Exception):
-    """NaN, Infinity or a number past the double range: Python's json accepts them, RFC 8259
-    and RFC 8785 do not, so a leaf could not be canonical."""
-
-
-def _no_constant(token: str) -> float:
-    raise _NotJsonNumber(f"{token} is not a JSON number")
-
-
-_DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
-_SIXTEEN_DIGITS = b"0" * 16
-
-
-def _fail(where: Path, number: int, message: str) -> CollectorError:
-    return CollectorError(f"{where} line {number}: {message}")
-
-
-# The values checked below come from the JSON decoder, whose only types are dict, list, str,
-# int, float, bool and None (no subclasses): there `type(v) is int` is `isinstance(v, int) and
-# not isinstance(v, bool)`, and `type(v) is str` is `isinstance(v, str)`.
-
-
-def _check(obj: dict[str, Any], where: Path, number: int, stats: _Stats) -> str | None:
-    """Checks the required fields, counts the line; returns the caller id (or None)."""
-    get = obj.get
-    stamp = get("timestamp")
-    if type(stamp) is str:
-        try:
-            when = datetime.fromisoformat(stamp)
-        except ValueError:
-            raise _fail(where, number, f"timestamp {stamp!r} is not RFC 3339") from None
-        if when.tzinfo is None:
-            raise _fail(where, number, f"timestamp {stamp!r} has no UTC offset")
-        moment = when.timestamp()
-    else:
-        moment = _created(obj, where, number)
-    if moment < stats.first:
-        stats.first = moment
-    if moment > stats.last:
-        stats.last = moment
-    ident = get("request_id", get("id"))
-    kind = type(ident)
-    if not ((kind is str and ident) or kind is int):
-        raise _fail(where, number, "missing required field request_id (or id)")
-    model = get("model")
-    if type(model) is not str or not model:
-        raise _fail(where, number, "missing required field model (a string)")
-    stats.requests += 1
-    stats.models[model] += 1
-    fingerprint = get("system_fingerprint")
-    if type(fingerprint) is str:
-        stats.fingerprints[fingerprint] += 1
-    _outcome(obj, where, number, stats)
-    usage = get("usage")
-    if usage is not None:
-        _usage(usage, where, number, stats)
-    latency = get("latency_ms")
-    if latency is not None:
-        kind = type(latency)
-        if (kind is not float and kind is not int) or latency < 0:
-            raise _fail(where, number, "latency_ms must be a number >= 0")
-        stats.latency.add(latency)
-    caller = get("user")
-    if caller is not None and type(caller) is not str:
-        raise _fail(where, number, "user must be a string (the caller id)")
-    return caller or None
-
-
-def _created(obj: dict[str, Any], where: Path, number: int) -> float:
-    created = obj.get("created")
-    if type(created) is int or type(created) is float:
-        return float(created)
-    raise _fail(where, number, "missing required field timestamp (RFC 3339) or created (epoch)")
-
-
-_ERROR_WORDS = frozenset({"error", "failed"})
-_REFUSAL_WORDS = frozenset({"refused", "content_filter"})
-
-
-def _outcome(obj: dict[str, Any], where: Path, number: int, stats: _Stats) -> None:
-    status = obj.get("status")
-    kind = type(status)
-    if status is not None and kind is not int and kind is not str:
-        raise _fail(where, number, "status must be an HTTP status code or a string")
-    refused = status == 451 or status in _REFUSAL_WORDS
-    for choice in obj.get("choices") or ():
-        if type(choice) is dict:
-            message = choice.get("message")
-            if choice.get("finish_reason") == "content_filter" or (
-                type(message) is dict and message.get("refusal")
-            ):
-                refused = True
-    if refused:
-        stats.refusals += 1
-    elif (
-        (type(status) is int and status >= 400)
-        or status in _ERROR_WORDS
-        or obj.get("error") is not None
-    ):
-        stats.errors += 1
-
-
-def _usage(usage: Any, where: Path, number: int, stats: _Stats) -> None:
-    if type(usage) is not dict:
-        raise _fail(where, number, "usage must be an object")
-    value = usage.get("prompt_tokens")
-    if value is not None:
-        if type(value) is not int or value < 0:
-            raise _fail(where, number, "usage.prompt_tokens must be an integer >= 0")
-        stats.prompt_tokens += value
-    value = usage.get("completion_tokens")
-    if value is not None:
-        if type(value) is not int or value < 0:
-            raise _fail(where, number, "usage.completion_tokens must be an integer >= 0")
-        stats.completion_tokens += value
-
-
-# -- the per-line work that needs no vault: runs in worker processes for large files ----------
-
-# (line number, caller id or None, the record's canonical bytes, whether it has content)
-Digested = tuple[int, str | None, bytes, bool]
-
-# The C encoder that json.dumps(value, sort_keys=True, separators=(",", ":"),
-# ensure_ascii=False) makes on every call, made once; "".join of its chunks is that text. No
-# check for cycles: a decoded line has none.
-_ENCODER = make_encoder(
-    None, json.JSONEncoder().default, encode_basestring, None, ":", ",", True, False, True
-)
-
-
-def digest_chunk(where: Path, first: int, lines: list[bytes]) -> tuple[_Stats, list[Digested]]:
-    """Parses and checks lines `first`, `first + 1`, ...; counts them (callers by caller id).
-
-    Each line's object is checked whole, then made into its record in place (`split_line`
-    without the copies: the object is this function's own).
-    """
-    decoder = LineDecoder()
-    parse = decoder.parse
-    stats = _Stats()
-    callers = stats.callers
-    out: list[Digested] = []
-    append = out.append
-    for number, raw in enumerate(lines, start=first):
-        if raw.isspace():
-            continue
-        obj = parse(raw, where, number)
-        caller = _check(obj, where, number, stats)
-        if caller is None:
-            stats.unattributed += 1
-        else:
-            callers[caller] += 1
-        # the record: without `user` and content (split_line, in place)
-        obj.pop("user", None)
-        has_content = False
-        for name in CONTENT_FIELDS:
-            if name in obj:
-                del obj[name]
-                has_content = True
-        choices = obj.get("choices")
-        if type(choices) is list and choices:
-            has_content = True
-            obj["choices"] = [
-                {k: v for k, v in c.items() if k not in CHOICE_CONTENT} if type(c) is dict else c
-                for c in choices
-            ]
-        data = None
-        if decoder.plain:
-            text = "".join(_ENCODER(obj, 0))
-            if text.isascii() or max(text) <= "\uffff":
-                data = text.encode("utf-8")
-        if data is None:
-            try:
-                data = canonical(obj)
-            except InputError as exc:  # an integer beyond 2**53: RFC 8785 has no bytes for it
-                raise _fail(where, number, str(exc)) from None
-        append((number, caller, data, has_content))
-    return stats, out
 
 
 # -- statements -----------------------------------------------------------------------------------
@@ -868,6 +538,16 @@ def _resolve(store: Store | None, name: str) -> ModelServed:
     )
 
 
+def latency_of(histogram: Histogram) -> Latency:
+    return Latency(
+        count=histogram.count,
+        p50=histogram.percentile(0.50),
+        p90=histogram.percentile(0.90),
+        p99=histogram.percentile(0.99),
+        max=histogram.max if histogram.count else None,
+    )
+
+
 def batch_predicate(
     reader: Reader, batch: Batch, models: dict[str, ModelServed]
 ) -> InferenceBatchPredicate:
@@ -903,10 +583,13 @@ def batch_predicate(
         errors=stats.errors,
         refusals=stats.refusals,
         tokens=Tokens(prompt=stats.prompt_tokens, completion=stats.completion_tokens),
-        latency_ms=stats.latency.latency(),
+        latency_ms=latency_of(stats.latency),
         models=served,
         system_fingerprints=dict(sorted(stats.fingerprints.items())),
-        callers=tuple(Caller(pseudonym=p, requests=n) for p, n in sorted(stats.callers.items())),
+        callers=tuple(
+            Caller(pseudonym=p, requests=n)
+            for p, n in sorted((reader.pseudonym(c), n) for c, n in stats.callers.items())
+        ),
         unattributed=stats.unattributed,
         retention=Retention(
             content=retention.content,

@@ -16,12 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collectors.erasure import erase, expire
+from collectors.inference_lines import Histogram, LineDecoder, canonical
 from collectors.inference_log import (
-    Histogram,
     Ingested,
-    LineDecoder,
     RetentionPolicy,
-    canonical,
     ingest,
     line_leaf,
     split_line,

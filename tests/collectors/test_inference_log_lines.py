@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from collectors.inference_log import digest_chunk, split_line
+from collectors.inference_lines import digest_chunk
+from collectors.inference_log import split_line
 from evidence.errors import CollectorError
 
 WHERE = Path("gw.jsonl")
@@ -122,3 +125,87 @@ def test_a_line_nested_too_deeply_is_refused_by_line() -> None:
     nested = json.dumps(BASE)[:-1] + ', "extra": ' + "[" * 200_000 + "]" * 200_000 + "}"
     with pytest.raises(CollectorError, match="line 1: nested too deeply"):
         digest(nested)
+
+
+# -- the fast way (orjson) and the exact way agree ------------------------------------------
+
+_numbers = st.one_of(
+    st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1),
+    st.integers(min_value=-(10**20), max_value=10**20),  # past 2**53: both refuse the line
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([0.0, -0.0, 1.0, 243.0, 1e-7, 1e-6, 1e-5, 1e-4, 1e15, 1e16, 1e21, 5e-324]),
+)
+_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
+_values = st.recursive(
+    st.none() | st.booleans() | _numbers | _text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _both_ways(lines: list[bytes]) -> tuple[object, object]:
+    results = []
+    for fast in (True, False):
+        try:
+            stats, out = digest_chunk(WHERE, 1, lines, fast=fast)
+            results.append((out, stats.requests, stats.errors, stats.latency.count))
+        except CollectorError as exc:
+            results.append(str(exc))
+    return results[0], results[1]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    extra=st.dictionaries(_text, _values, max_size=4),
+    latency=_numbers,
+    tokens=_numbers,
+    status=st.one_of(_numbers, st.sampled_from(["error", "refused"])),
+)
+def test_the_fast_way_gives_the_exact_way_s_bytes_and_verdicts(
+    extra: dict[str, Any], latency: Any, tokens: Any, status: Any
+) -> None:
+    line = {
+        **extra,
+        **BASE,
+        "latency_ms": latency,
+        "usage": {"prompt_tokens": tokens},
+        "status": status,
+        "user": "u",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    raw = json.dumps(line, ensure_ascii=False).encode()
+    fast, exact = _both_ways([raw, b"\n", json.dumps(BASE).encode()])
+    assert fast == exact
+    if not isinstance(exact, str):  # accepted: the bytes are RFC 8785's of the record
+        record, _ = split_line(json.loads(raw))
+        assert exact[0][0][2] == rfc8785.dumps(record)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1.0", "-0.0", "1e2", "1E-7", "100000000000000.001", "0.000001", "1e16", "2.5e-5"],
+)
+def test_numbers_orjson_writes_otherwise_take_the_exact_way(value: str) -> None:
+    raw = json.dumps(BASE)[:-1] + f', "usage": {{"prompt_tokens": {value}}}, "x": [{value}]}}'
+    fast, exact = _both_ways([raw.encode()])
+    assert fast == exact
+
+
+def test_a_gateway_line_takes_the_fast_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exact way is the fallback, not the rule: a usual line never reaches its parser."""
+    import collectors.inference_lines as module
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("the exact parser ran")
+
+    monkeypatch.setattr(module.LineDecoder, "parse", refuse)
+    line = {
+        **BASE,
+        "user": "alice@example.com",
+        "latency_ms": 245.3,
+        "usage": {"prompt_tokens": 40, "completion_tokens": 61},
+        "choices": [{"index": 0, "message": {"content": "é"}, "finish_reason": "stop"}],
+    }
+    [(_, caller, data, has_content)] = digest(json.dumps(line))
+    assert (caller, has_content) == ("alice@example.com", True)
+    assert data == rfc8785.dumps(split_line(line)[0])

@@ -1,0 +1,149 @@
+"""Worker processes for a large inference-log ingest: each digests byte ranges of one open file.
+
+Not `multiprocessing`: with its start methods other than fork, every worker re-runs the parent's
+main script before its first task, which for the `annex` console script is the whole CLI (about
+a second of CPU per worker, measured: a tenth of a million-line ingest), and fork is unsafe in a
+process that runs threads. A worker here is a fresh interpreter that imports only
+collectors/inference_lines.py (standard library and `rfc8785`).
+
+The parent passes its open file descriptor (so a worker reads the very file the parent read,
+even if the path is replaced meanwhile) and talks over the worker's stdin and stdout. A request
+is one text line, "first offset length": a range of whole lines, the first numbered `first`.
+An answer is an 8-byte big-endian length and a pickle of ("ok", (stats, digested)),
+("refused", message) for a bad line, or ("crashed", traceback). Requests are a few bytes and at
+most two are in flight per worker, so the parent never blocks writing; it reads the answers in
+the order it asked, each from the worker it asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import traceback
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from evidence.errors import CollectorError
+
+IN_FLIGHT = 2  # requests per worker: one being digested, one waiting
+_LENGTH = struct.Struct(">Q")
+_ROOT = str(Path(__file__).resolve().parents[1])  # the directory holding `collectors`
+_STOP_SECONDS = 5
+_SERVE = "import collectors.line_workers as w; w.serve()"
+
+
+class LineWorkers:
+    """`count` worker processes over the open file `fd` (named `where` in messages)."""
+
+    def __init__(self, fd: int, where: Path, count: int) -> None:
+        self.fd = fd
+        self.where = where
+        self.count = count
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> LineWorkers:
+        # -P: the working directory is not put on sys.path (a `collectors` there is not ours).
+        code = f"import sys; sys.path.insert(0, {_ROOT!r}); {_SERVE}"
+        try:
+            for _ in range(self.count):
+                self._procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-P", "-c", code, str(self.fd), str(self.where)],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        pass_fds=(self.fd,),
+                    )
+                )
+        except OSError as exc:
+            self.__exit__()
+            raise CollectorError(f"cannot start an ingest worker: {exc.strerror}") from None
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for proc in self._procs:
+            if proc.stdin is not None and not proc.stdin.closed:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()  # end of requests: the worker exits
+        for proc in self._procs:
+            try:
+                proc.wait(_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        self._procs.clear()
+
+    def run(self, ranges: Iterator[tuple[int, int, int]]) -> Iterator[Any]:
+        """The answer for each (first, offset, length), in order; raises the first refusal."""
+        pending: deque[subprocess.Popen[bytes]] = deque()
+        for asked, (first, offset, length) in enumerate(ranges):
+            proc = self._procs[asked % self.count]
+            assert proc.stdin is not None
+            try:
+                proc.stdin.write(b"%d %d %d\n" % (first, offset, length))
+                proc.stdin.flush()
+            except BrokenPipeError:
+                raise self._died(proc) from None
+            pending.append(proc)
+            if len(pending) >= IN_FLIGHT * self.count:
+                yield self._answer(pending.popleft())
+        while pending:
+            yield self._answer(pending.popleft())
+
+    def _answer(self, proc: subprocess.Popen[bytes]) -> Any:
+        assert proc.stdout is not None
+        head = proc.stdout.read(_LENGTH.size)
+        body = proc.stdout.read(_LENGTH.unpack(head)[0]) if len(head) == _LENGTH.size else b""
+        if not body:
+            raise self._died(proc)
+        kind, value = pickle.loads(body)
+        if kind == "refused":
+            raise CollectorError(value)
+        if kind == "crashed":
+            raise RuntimeError(f"an ingest worker failed:\n{value}")
+        return value
+
+    def _died(self, proc: subprocess.Popen[bytes]) -> CollectorError:
+        try:
+            code = proc.wait(_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            code = None
+        return CollectorError(
+            f"{self.where}: an ingest worker stopped before it answered (exit status {code})"
+        )
+
+
+def serve() -> None:
+    """A worker's loop: digests each requested range until stdin closes."""
+    from collectors.inference_lines import digest_chunk
+
+    fd, where = int(sys.argv[1]), Path(sys.argv[2])
+    answers = sys.stdout.buffer
+    for request in sys.stdin.buffer:
+        first, offset, length = map(int, request.split())
+        try:
+            data = os.pread(fd, length, offset)
+            if len(data) != length:
+                raise CollectorError(f"{where} changed while it was read: ingest it again")
+            answer: tuple[str, Any] = ("ok", digest_chunk(where, first, split_lines(data)))
+        except CollectorError as exc:
+            answer = ("refused", str(exc))
+        except Exception:  # a bug: told to the parent whole, never a silent wrong digest
+            answer = ("crashed", traceback.format_exc())
+        body = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        answers.write(_LENGTH.pack(len(body)))
+        answers.write(body)
+        answers.flush()
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    """Lines as `readlines` cuts them: at b"\\n" only, each keeping its newline."""
+    return io.BytesIO(data).readlines()
