@@ -27,6 +27,7 @@ from evidence.errors import CollectorError, InputError
 
 CONTENT_FIELDS = frozenset({"messages", "prompt", "response"})
 CHOICE_CONTENT = frozenset({"message", "text", "delta", "logprobs"})
+_SAFE_INT = 2**53 - 1  # past it ECMAScript reads an integer as a nearby double
 _HIST_STEP = math.log1p(0.02)  # bucket width: values within 1% of the bucket's middle
 
 
@@ -46,7 +47,7 @@ def _plain_float(token: str) -> float:
 
 def _safe_int(token: str) -> int:
     value = int(token)
-    if abs(value) > 2**53 - 1:
+    if abs(value) > _SAFE_INT:
         raise _NotPlain
     return value
 
@@ -163,7 +164,7 @@ class LineDecoder:
         if value == 0 or 1e-4 <= abs(value) < 1e16:
             if not value.is_integer():
                 return value
-            if abs(value) <= 2**53 - 1:
+            if abs(value) <= _SAFE_INT:
                 return int(value)
         self.plain = False
         return value
@@ -407,7 +408,7 @@ def _digest(
         else:
             callers[caller] += 1
         has_content = _strip(obj)
-        data = None if parsed is None else _fast_bytes(obj)
+        data = None if parsed is None else _fast_bytes(obj) or _integral_bytes(obj)
         if data is None:
             if parsed is not None:  # read again the exact way: 245.0 is the integer 245 there
                 obj = parse(raw, where, number)
@@ -415,6 +416,27 @@ def _digest(
             data = _exact_bytes(decoder, obj, where, number)
         append((number, caller, data, has_content))
     return stats, out
+
+
+def _integers(value: Any) -> Any:
+    """The value with each integral float within 2**53 made the integer RFC 8785 writes (as the
+    exact way reads it: 245.0 is 245); orjson keeps the ".0"."""
+    kind = type(value)
+    if kind is float:
+        return int(value) if value.is_integer() and abs(value) <= _SAFE_INT else value
+    if kind is dict:
+        return {k: _integers(v) for k, v in value.items()}
+    if kind is list:
+        return [_integers(v) for v in value]
+    return value
+
+
+def _integral_bytes(record: dict[str, Any]) -> bytes | None:
+    """`_fast_bytes` of the record with its integral floats made integers, or None."""
+    try:
+        return _fast_bytes(_integers(record))
+    except RecursionError:
+        return None
 
 
 def _strip(obj: dict[str, Any]) -> bool:

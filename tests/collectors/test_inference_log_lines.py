@@ -209,3 +209,11 @@ def test_a_gateway_line_takes_the_fast_way(monkeypatch: pytest.MonkeyPatch) -> N
     [(_, caller, data, has_content)] = digest(json.dumps(line))
     assert (caller, has_content) == ("alice@example.com", True)
     assert data == rfc8785.dumps(split_line(line)[0])
+
+
+@pytest.mark.parametrize("depth", [100, 300, 1000, 1023])
+def test_deep_records_get_the_same_verdict_both_ways(depth: int) -> None:
+    """orjson writes at most 254 levels and reads 1024; past either the exact way decides."""
+    raw = json.dumps(BASE)[:-1] + ', "x": ' + "[" * depth + "1.0" + "]" * depth + "}"
+    fast, exact = _both_ways([raw.encode()])
+    assert fast == exact
