@@ -32,7 +32,7 @@ latency histogram (about 2,000 buckets at most), one entry per distinct model, s
 fingerprint and caller, and the chunks in flight.
 
 Files of 64 MiB or more are parsed by worker processes (one per core, at most four;
-collectors/line_workers.py): this process cuts the file into chunks of about 4 MiB of whole
+collectors/line_workers.py): this process cuts the file into chunks of about 2 MiB of whole
 lines and sends each worker where its chunk lies, at most two chunks per worker in flight;
 workers read their chunk from the same open file, parse, check, count and canonicalise each
 line's record (`digest_chunk`, with orjson where it gives RFC 8785's bytes), and this process,
@@ -53,9 +53,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -96,7 +95,7 @@ DEFAULT_DAYS = 184  # six months at least (AI Act Art. 19(1), 26(6)); six calend
 MAX_DAYS = 36_525  # a century: past it a retention date is no longer a date
 LEAF_RECORD = struct.Struct(">Q32s")
 CONTENT_HEAD = struct.Struct(">Q16s12sI")
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 2 << 20
 PARALLEL_BYTES = 64 << 20
 
 
@@ -284,37 +283,34 @@ def already_ingested(store: Store, source: SourceFile) -> list[int]:
 # -- reading a file -------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Chunk:
-    """A run of whole lines of the file: the first one's number, where it starts, its bytes."""
+    """A run of whole lines of the file: the first one's number, where it lies, how many."""
 
     first: int
     offset: int
-    data: bytes
+    length: int
+    count: int  # lines, as `readlines` counts them (the file's last may lack its newline)
 
-    @cached_property
-    def lines(self) -> list[bytes]:
-        return split_lines(self.data)
-
-    @cached_property
-    def count(self) -> int:
-        """Its lines, as `readlines` counts them (the file's last may lack its newline)."""
-        return self.data.count(b"\n") + (not self.data.endswith(b"\n"))
+    def lines(self, fd: int, where: Path) -> list[bytes]:
+        data = os.pread(fd, self.length, self.offset)
+        if len(data) != self.length:
+            raise CollectorError(f"{where} changed while it was read: ingest it again")
+        return split_lines(data)
 
 
-def _blocks(f: BinaryIO) -> Iterator[bytes]:
-    """The file in runs of whole lines of about CHUNK_BYTES (a longer line is one run)."""
-    parts: list[bytes] = []
-    while data := f.read(CHUNK_BYTES):
-        end = data.rfind(b"\n") + 1
-        if not end:
-            parts.append(data)
+def _runs(fd: int) -> Iterator[tuple[int, bytes, int]]:
+    """(offset, buffer, end): the file in runs of whole lines, buffer[:end] each, of about
+    CHUNK_BYTES (a longer line is a run of its own). Read with pread and never copied: the
+    runs are only looked at here; whoever digests one reads it again."""
+    offset, want = 0, CHUNK_BYTES
+    while data := os.pread(fd, want, offset):
+        end = len(data) if len(data) < want else data.rfind(b"\n") + 1  # short: the end of file
+        if not end:  # one line longer than the run: read more of it
+            want *= 2
             continue
-        parts.append(data[:end])
-        yield b"".join(parts)
-        parts = [data[end:]] if end < len(data) else []
-    if parts:
-        yield b"".join(parts)
+        yield offset, data, end
+        offset, want = offset + end, CHUNK_BYTES
 
 
 @dataclass
@@ -365,52 +361,55 @@ class Reader:
             raise InputError(f"cannot read {where}: {exc.strerror}") from exc
         done = 0
         with f:
-            for chunk, (stats, digested) in self._digested(f):
-                self._apply(chunk, stats, digested)
-                done += len(chunk.data)
-                if progress is not None:
-                    progress(done, self.source.size)
+            try:
+                for chunk, (stats, digested) in self._digested(f.fileno()):
+                    self._apply(f.fileno(), chunk, stats, digested)
+                    done += chunk.length
+                    if progress is not None:
+                        progress(done, self.source.size)
+            except OSError as exc:
+                raise InputError(f"cannot read {where}: {exc.strerror}") from exc
         if done != self.source.size:
             raise CollectorError(f"{where} changed while it was read: ingest it again")
 
-    def _digested(self, f: BinaryIO) -> Iterator[tuple[Chunk, tuple[Stats, list[Digested]]]]:
+    def _digested(self, fd: int) -> Iterator[tuple[Chunk, tuple[Stats, list[Digested]]]]:
         """Each chunk with its `digest_chunk`: here, or in worker processes reading the file."""
         where = self.source.path
         if self.workers <= 1:
-            for chunk in self._chunks(f):
-                yield chunk, digest_chunk(where, chunk.first, chunk.lines)
+            for chunk in self._chunks(fd):
+                yield chunk, digest_chunk(where, chunk.first, chunk.lines(fd, where))
             return
         asked: deque[Chunk] = deque()
 
         def ranges() -> Iterator[tuple[int, int, int]]:
-            for chunk in self._chunks(f):
+            for chunk in self._chunks(fd):
                 asked.append(chunk)
-                yield chunk.first, chunk.offset, len(chunk.data)
+                yield chunk.first, chunk.offset, chunk.length
 
-        with LineWorkers(f.fileno(), where, self.workers) as workers:
+        with LineWorkers(fd, where, self.workers) as workers:
             for answer in workers.run(ranges()):
                 yield asked.popleft(), answer
 
-    def _chunks(self, f: BinaryIO) -> Iterator[Chunk]:
+    def _chunks(self, fd: int) -> Iterator[Chunk]:
         """Runs of whole lines (about CHUNK_BYTES), cut where a batch fills up."""
-        number, offset, room = 1, 0, self.batch_size
-        for data in _blocks(f):
-            while data:
-                piece = data
+        number, room = 1, self.batch_size
+        for offset, data, end in _runs(fd):
+            start = 0
+            while start < end:
+                stop = end
                 if room is not None:
                     room = room or self.batch_size
                     assert room is not None
-                    lines = split_lines(data)
+                    lines = split_lines(data[start:end])
                     cut, seen = _cut(lines, room)
                     room -= seen
-                    if cut < len(lines):
-                        piece = b"".join(lines[:cut])
-                chunk = Chunk(number, offset, piece)
-                self.lines += chunk.count
-                yield chunk
-                number, offset, data = number + chunk.count, offset + len(piece), data[len(piece) :]
+                    stop = start + sum(map(len, lines[:cut]))
+                count = data.count(b"\n", start, stop) + (data[stop - 1] != 10)  # 10: b"\n"
+                self.lines += count
+                yield Chunk(number, offset + start, stop - start, count)
+                number, start = number + count, stop
 
-    def _apply(self, chunk: Chunk, stats: Stats, digested: list[Digested]) -> None:
+    def _apply(self, fd: int, chunk: Chunk, stats: Stats, digested: list[Digested]) -> None:
         """Folds a digested chunk into the current batch: pseudonyms, content, leaves, counts."""
         if not digested:
             return
@@ -425,11 +424,13 @@ class Reader:
         # serial. The fold is CompactRange.append's; node_hash is SHA-256(0x01 || left || right).
         sha256, pack, tree = hashlib.sha256, LEAF_RECORD.pack, batch.tree
         hashes, size, records = tree.hashes, tree.size, []
+        lines: list[bytes] = []  # the chunk's lines, read again if a line's content is kept
         for number, caller, data, has_content in digested:
             who = b"null" if caller is None else quoted[caller]
             what = b"null"
             if keep and has_content and caller is not None:
-                raw = chunk.lines[number - chunk.first]
+                lines = lines or chunk.lines(fd, self.source.path)
+                raw = lines[number - chunk.first]
                 digest = self._encrypt(batch, number, self._subjects[caller], raw)
                 what = f'"{digest}"'.encode()
             h = leaf = sha256(_LEAF % (who, what, number, data)).digest()

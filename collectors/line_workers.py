@@ -136,6 +136,8 @@ def serve() -> None:
             answer: tuple[str, Any] = ("ok", digest_chunk(where, first, split_lines(data)))
         except CollectorError as exc:
             answer = ("refused", str(exc))
+        except OSError as exc:
+            answer = ("refused", f"cannot read {where}: {exc.strerror}")
         except Exception:  # a bug: told to the parent whole, never a silent wrong digest
             answer = ("crashed", traceback.format_exc())
         body = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
