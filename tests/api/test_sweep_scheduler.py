@@ -15,7 +15,6 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from api import cli_serve
 from api.sweeps.config import parse_config
 from api.sweeps.runner import Boundaries
 from api.sweeps.scheduler import start_scheduler
@@ -104,7 +103,7 @@ class Served:
                 self.running_while_served = self.scheduler.running
                 self.jobs = sorted(job.id for job in self.scheduler.get_jobs())
 
-        monkeypatch.setattr(cli_serve, "start_scheduler", start)
+        monkeypatch.setattr("api.sweeps.scheduler.start_scheduler", start)
         monkeypatch.setattr("uvicorn.run", run)
 
 
