@@ -15,7 +15,10 @@ HTTP/1.1 client, which leaves the server nearly all the CPU:
    behind is charged for the queue it builds (no coordinated omission).
 2. ingest: --ingest-count DSSE envelopes, signed beforehand by a collector key the server
    trusts, POSTed by --clients concurrent clients as fast as they are answered, while a poller
-   reads /checkpoint every 0.2 s to see how often a new signed checkpoint appears.
+   reads /checkpoint every 0.2 s to see how often a new signed checkpoint appears; once for
+   each count of clients given (default 8, 32 and 64, each with envelopes of its own). Few
+   clients measure the latency of a round trip (each waits for its commit); many, the
+   server's throughput.
 3. the store's own append rate for the same envelopes, in this process, into a fresh log:
    one envelope a batch (what one POST does) and all in one batch.
 
@@ -362,9 +365,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     collector = Signer.generate(COLLECTOR)
     envelopes = [
         sign_envelope(canonical_bytes(statement(10**9 + i, "bench-ingest")), collector)
-        for i in range(args.ingest_count)
+        for i in range(args.ingest_count * len(args.clients))
     ]
     bodies = [json.dumps(e.to_dict()).encode() for e in envelopes]
+    count = args.ingest_count
     load_before = os.getloadavg()
     with (
         tempfile.TemporaryDirectory(prefix="annex-api-load-") as tmp,
@@ -378,10 +382,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 reads = asyncio.run(
                     read_load(server, size, args.rate, args.seconds, args.connections)
                 )
-            with cpu_of(server, cpu, "ingest"):
-                ingest = asyncio.run(ingest_load(server, bodies, args.clients, args.ingest_seconds))
-        in_process = store_rates(Path(tmp) / "in-process", envelopes, collector, databases)
-    figures = report(args, reads, ingest, in_process, load_before, os.getloadavg())
+            ingests = []
+            for n, clients in enumerate(args.clients):
+                mine = bodies[n * count : (n + 1) * count]
+                with cpu_of(server, cpu, f"ingest, {clients} clients"):
+                    done = asyncio.run(ingest_load(server, mine, clients, args.ingest_seconds))
+                ingests.append((clients, done))
+        in_process = store_rates(Path(tmp) / "in-process", envelopes[:count], collector, databases)
+    figures = report(args, reads, ingests, in_process, load_before, os.getloadavg())
     return {**figures, "cores_used": cpu}
 
 
@@ -433,7 +441,7 @@ def cpu_of(server: Server, into: dict[str, dict[str, float]], phase: str) -> Ite
 def report(
     args: argparse.Namespace,
     reads: Latencies,
-    ingest: Ingest,
+    ingests: list[tuple[int, Ingest]],
     in_process: dict[str, float],
     load_before: tuple[float, float, float],
     load_after: tuple[float, float, float],
@@ -448,18 +456,21 @@ def report(
             "max_ms": 1000 * max(values, default=float("nan")),
         }
     done = sum(len(v) for v in reads.seconds.values())
-    ingest_rate = ingest.appended / ingest.elapsed if ingest.elapsed else 0.0
     return {
         "settings": {k: v for k, v in vars(args).items() if k != "json"},
         "cpus": os.cpu_count(),
         "load_average_before": load_before,
         "load_average_after": load_after,
         "reads": {"achieved_rate": done / reads.elapsed, "elapsed_s": reads.elapsed, **routes},
-        "ingest": {
-            **{k: v for k, v in asdict(ingest).items() if k != "checkpoints"},
-            "rate": ingest_rate,
-            **checkpoint_gaps(ingest.checkpoints, ingest.elapsed),
-        },
+        "ingest": [
+            {
+                "clients": clients,
+                **{k: v for k, v in asdict(ingest).items() if k != "checkpoints"},
+                "rate": ingest.appended / ingest.elapsed if ingest.elapsed else 0.0,
+                **checkpoint_gaps(ingest.checkpoints, ingest.elapsed),
+            }
+            for clients, ingest in ingests
+        ],
         "store_in_process": in_process,
     }
 
@@ -486,17 +497,16 @@ def print_table(figures: dict[str, Any]) -> None:
             f"| {r['errors']} / {r['requests']} | {target}{ratio} |"
         )
     print()
-    print(
-        f"ingest: {ingest['appended']} envelopes appended, {ingest['refused']} refused, "
-        f"{s['clients']} clients, {ingest['elapsed']:.1f} s"
-    )
+    print(f"ingest: {s['ingest_count']} envelopes for each count of clients")
     print("| what | rate | against |")
     print("| --- | --- | --- |")
-    print(
-        f"| HTTP ingest | {ingest['rate']:,.0f}/s | {ingest['rate'] / INGEST_TARGET:.0%} of the "
-        f"{INGEST_TARGET:,.0f}/s target; {ingest['rate'] / store['batch_1']:.0%} of the store, "
-        "batch 1 |"
-    )
+    for run in ingest:
+        print(
+            f"| HTTP ingest, {run['clients']} clients | {run['rate']:,.0f}/s | "
+            f"{run['rate'] / INGEST_TARGET:.0%} of the {INGEST_TARGET:,.0f}/s target; "
+            f"{run['rate'] / store['batch_1']:.0%} of the store, batch 1; "
+            f"{run['refused']} refused |"
+        )
     print(f"| store, in process, batch 1 | {store['batch_1']:,.0f}/s | what one POST does |")
     print(f"| store, in process, one batch | {store['batch_all']:,.0f}/s | |")
     for phase, used in figures["cores_used"].items():
@@ -504,10 +514,12 @@ def print_table(figures: dict[str, Any]) -> None:
             f"cores busy during {phase}: server {used['server']:.2f}, "
             f"load generator {used['load_generator']:.2f}"
         )
-    print(
-        f"checkpoints: {ingest['new_checkpoints_seen']} new ones seen in {ingest['polls']} polls; "
-        f"longest gap {ingest['longest_gap_s']:.2f} s (target <= {CHECKPOINT_GAP_S:.0f} s)"
-    )
+    for run in ingest:
+        print(
+            f"checkpoints, {run['clients']} clients: {run['new_checkpoints_seen']} new ones seen "
+            f"in {run['polls']} polls; longest gap {run['longest_gap_s']:.2f} s "
+            f"(target <= {CHECKPOINT_GAP_S:.0f} s)"
+        )
 
 
 def main() -> None:
@@ -517,7 +529,13 @@ def main() -> None:
     parser.add_argument("--prefill", type=int, default=10_000, help="entries in the log")
     parser.add_argument("--connections", type=int, default=32, help="reader connections")
     parser.add_argument("--ingest-count", type=int, default=3_000, help="envelopes to POST")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent ingest clients")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        nargs="+",
+        default=[8, 32, 64],
+        help="concurrent ingest clients: one ingest run for each count",
+    )
     parser.add_argument("--ingest-seconds", type=float, default=60.0, help="ingest time limit")
     parser.add_argument(
         "--postgres",
@@ -529,6 +547,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.rate <= 0 or args.seconds <= 0 or args.prefill < 1 or args.ingest_count < 1:
         parser.error("--rate, --seconds, --prefill and --ingest-count must be positive")
+    if min(args.clients) < 1:
+        parser.error("--clients must be positive")
     figures = run(args)
     if args.json:
         print(json.dumps(figures, indent=2))
