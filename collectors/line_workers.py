@@ -59,16 +59,23 @@ class LineWorkers:
                         stdin=subprocess.PIPE,
                         stdout=subprocess.PIPE,
                         pass_fds=(self.fd,),
+                        # not in the terminal's process group: Ctrl-C reaches the parent alone,
+                        # which stops the workers, instead of each printing its traceback
+                        start_new_session=True,
                     )
                 )
         except OSError as exc:
-            self.__exit__()
+            self.__exit__(CollectorError)
             raise CollectorError(f"cannot start an ingest worker: {exc.strerror}") from None
         return self
 
-    def __exit__(self, *_: object) -> None:
+    def __exit__(self, failed: type[BaseException] | None = None, *_: object) -> None:
+        """Ends the workers: after the last answer by closing their requests; on an error or an
+        interrupt at once (a worker part-way through a chunk would block writing its answer)."""
         for proc in self._procs:
-            if proc.stdin is not None and not proc.stdin.closed:
+            if failed is not None:
+                proc.kill()
+            elif proc.stdin is not None:
                 with contextlib.suppress(OSError):
                     proc.stdin.close()  # end of requests: the worker exits
         for proc in self._procs:
@@ -77,8 +84,10 @@ class LineWorkers:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
         self._procs.clear()
 
     def run(self, ranges: Iterator[tuple[int, int, int]]) -> Iterator[Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,20 @@ def test_workers_read_the_file_the_parent_opened(tmp_path: Path) -> None:
         write(path, 6, bad=1)  # a different file now has the name
         with LineWorkers(f.fileno(), path, 2) as workers:
             assert sum(s.requests for s, _ in workers.run(iter(ranges))) == 6
+
+
+def test_a_refusal_stops_the_other_workers_at_once(tmp_path: Path) -> None:
+    """A worker part-way through a big chunk is killed, not waited for."""
+    path = tmp_path / "gw.jsonl"
+    line = (json.dumps({**LINE, "id": 1}) + "\n").encode()
+    path.write_bytes(b'{"model": "m"\n' + line * 60_000)
+    size = path.stat().st_size
+    ranges = iter([(1, 0, len(line) + 14), (2, len(line) + 14, size - len(line) - 14)])
+    start = time.monotonic()
+    with (
+        path.open("rb") as f,
+        pytest.raises(CollectorError, match="line 1: not valid JSON"),
+        LineWorkers(f.fileno(), path, 2) as workers,
+    ):
+        list(workers.run(ranges))
+    assert time.monotonic() - start < module._STOP_SECONDS
