@@ -6,10 +6,12 @@ is running are gathered and appended together as the next batch, up to MAX_GROUP
 A request that comes alone is appended at once; under concurrent load a batch waits LINGER_S
 (1 ms) first, for the next requests of the clients its predecessor just answered.
 
-Every request still gets the answer it would get alone. A batch is atomic, so when it is
-refused (an envelope by an untrusted key, a replay, a malformed statement) its envelopes are
-appended one by one, each refused or logged on its own. An envelope posted twice in one group
-is logged once; the other copy is answered as the replay it is (409 naming the entry).
+Every request still gets the answer it would get alone. A batch is atomic: when the store refuses
+it for replays, it names every envelope it already holds, those are answered 409 and the others
+go in as one batch again; when it is refused for anything else (an envelope by an untrusted key,
+a malformed statement) its envelopes are appended one by one, each refused or logged on its own.
+An envelope posted twice in one group is logged once; the other copy is answered as the replay
+it is (409 naming the entry).
 
 The requests wait on the event loop, not in threads: the queue is touched only by the loop,
 and one batch at a time runs in the thread pool. A request whose client goes away while it
@@ -145,17 +147,7 @@ class GroupCommit:
             first_of.setdefault(key, position)
         unique = sorted(first_of.values())
         outcomes: list[Outcome | None] = [None] * len(envelopes)
-        try:
-            batch = self._commit([envelopes[p] for p in unique])
-        except Exception as exc:
-            if len(unique) == 1:
-                outcomes[unique[0]] = exc
-            else:
-                for p in unique:
-                    outcomes[p] = self._alone(envelopes[p])
-        else:
-            for offset, p in enumerate(unique):
-                outcomes[p] = Logged(batch, offset)
+        self._batch(unique, envelopes, outcomes)
         answered: list[Outcome] = []
         for position, key in enumerate(keys):
             own = outcomes[position]
@@ -164,16 +156,56 @@ class GroupCommit:
                 continue
             first = outcomes[first_of[key]]
             if isinstance(first, Logged):
-                index = first.index
-                message = f"envelope is already in the log at entry {index}: nothing appended"
-                answered.append(DuplicateEntry(message, index=index))
+                answered.append(_replay(first.index))
             else:
                 assert first is not None
                 answered.append(first)
         return answered
+
+    def _batch(
+        self, positions: list[int], envelopes: Sequence[Envelope], outcomes: list[Outcome | None]
+    ) -> None:
+        """The envelopes at `positions` as one batch. Replays (the store names every one) are
+        answered 409 and the others go in as one batch again; any other refusal sends them one
+        at a time, so that each gets its own answer."""
+        if not positions:
+            return
+        try:
+            batch = self._commit([envelopes[p] for p in positions])
+        except DuplicateEntry as exc:
+            if not exc.logged:
+                self._one_by_one(positions, envelopes, outcomes, exc)
+                return
+            for offset, index in exc.logged.items():
+                outcomes[positions[offset]] = _replay(index)
+            self._batch([p for p in positions if outcomes[p] is None], envelopes, outcomes)
+        except Exception as exc:
+            self._one_by_one(positions, envelopes, outcomes, exc)
+        else:
+            for offset, p in enumerate(positions):
+                outcomes[p] = Logged(batch, offset)
+
+    def _one_by_one(
+        self,
+        positions: list[int],
+        envelopes: Sequence[Envelope],
+        outcomes: list[Outcome | None],
+        refusal: Exception,
+    ) -> None:
+        if len(positions) == 1:
+            outcomes[positions[0]] = refusal
+            return
+        for p in positions:
+            outcomes[p] = self._alone(envelopes[p])
 
     def _alone(self, envelope: Envelope) -> Outcome:
         try:
             return Logged(self._commit([envelope]), 0)
         except Exception as exc:
             return exc
+
+
+def _replay(index: int) -> DuplicateEntry:
+    """The answer to an envelope the log holds at `index`, as the store words it alone."""
+    message = f"envelope is already in the log at entry {index}: nothing appended"
+    return DuplicateEntry(message, index=index)

@@ -52,15 +52,18 @@ class DuplicateEntry(StoreError):
     """An envelope the log already holds was offered again (a replay): nothing was appended.
 
     `index` is the entry that already holds it. Refused inside the sequencer, so of two identical
-    envelopes appended at the same instant exactly one lands.
+    envelopes appended at the same instant exactly one lands. `logged` maps the position in the
+    offered batch of every envelope the log holds to its entry, so that a caller batching many
+    (the API's group commit) can append the others in one go.
     """
 
     exit_code = 2
     http_status = 409
 
-    def __init__(self, message: str, *, index: int) -> None:
+    def __init__(self, message: str, *, index: int, logged: dict[int, int] | None = None) -> None:
         super().__init__(message)
         self.index = index
+        self.logged = logged or {}
 
 
 class VerificationError(AnnexError):

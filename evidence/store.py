@@ -631,13 +631,15 @@ def _refuse_logged(conn: Connection, batch: Sequence[Prepared]) -> None:
             leaf = bytes(found)
             if leaf in leaves:
                 logged[leaf] = min(idx, logged.get(leaf, idx))
-    for p in batch:
-        if p.leaf in logged:
-            index = logged[p.leaf]
-            raise DuplicateEntry(
-                f"{p.label} is already in the log at entry {index}: nothing appended",
-                index=index,
-            )
+    found = {offset: logged[p.leaf] for offset, p in enumerate(batch) if p.leaf in logged}
+    if found:
+        first = min(found)
+        index = found[first]
+        raise DuplicateEntry(
+            f"{batch[first].label} is already in the log at entry {index}: nothing appended",
+            index=index,
+            logged=found,
+        )
 
 
 def log_size(conn: Connection) -> int:

@@ -138,6 +138,40 @@ def test_the_same_envelope_twice_in_a_batch_lands_once(
     assert later.value.index == logged.index
 
 
+def test_replays_in_a_batch_are_refused_and_the_rest_go_in_as_one_batch(
+    home: Home, stores: Stores, node: Signer
+) -> None:
+    held = Held(stores)
+    group = GroupCommit(held.commit)
+    earlier = [envelope(node, i) for i in (1, 2)]
+    before = [stores.append_batch([e]).result.first_index for e in earlier]
+    fresh = [envelope(node, i) for i in range(3, 8)]
+    queued = [fresh[1], earlier[0], fresh[2], fresh[3], earlier[1], fresh[4]]
+    answers = run_grouped(held, group, fresh[0], queued)
+    for position, index in ((2, before[0]), (5, before[1])):
+        replay = answers[position]
+        assert isinstance(replay, DuplicateEntry) and replay.index == index
+        assert str(replay) == f"envelope is already in the log at entry {index}: nothing appended"
+    logged = [a for i, a in enumerate(answers) if i not in (2, 5)]
+    assert all(isinstance(a, Logged) for a in logged)
+    # the six queued: refused as a batch once, then the four fresh ones in one batch
+    assert held.batches == [1, 6, 4]
+    assert len({a.checkpoint.size for a in logged[1:] if isinstance(a, Logged)}) == 1
+    with home.open_store() as store:
+        assert [store.get(a.index).envelope for a in logged if isinstance(a, Logged)] == fresh
+
+
+def test_the_store_names_every_envelope_of_a_batch_it_holds(home: Home, node: Signer) -> None:
+    held = [envelope(node, i) for i in (1, 2)]
+    with home.open_store(write=True) as store:
+        first = store.append_envelopes(held).first_index
+        offered = [envelope(node, 3), held[1], envelope(node, 4), held[0]]
+        with pytest.raises(DuplicateEntry) as refused:
+            store.append_envelopes(offered)
+    assert refused.value.logged == {1: first + 1, 3: first}
+    assert refused.value.index == first + 1  # the message names the first in the batch
+
+
 def test_a_request_cancelled_while_it_waits_is_still_logged_and_others_answered(
     stores: Stores, node: Signer
 ) -> None:
