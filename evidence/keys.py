@@ -193,13 +193,18 @@ def load_trust(path: Path) -> TrustFile:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read trust file {path}: {exc.strerror}") from exc
-    obj = parse_json(data, what=f"trust file {path}")
+    return parse_trust(data, what=f"trust file {path}")
+
+
+def parse_trust(data: bytes | str, *, what: str) -> TrustFile:
+    """A trust file's bytes, checked; InputError naming `what` and the field that is wrong."""
+    obj = parse_json(data, what=what)
     try:
         return TrustFile.model_validate(obj)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise InputError(f"trust file {path}: {where}: {first['msg']}") from None
+        raise InputError(f"{what}: {where}: {first['msg']}") from None
 
 
 def save_trust(path: Path, trust: TrustFile) -> None:

@@ -36,7 +36,7 @@ from evidence.canonical import canonical_bytes, parse_json
 from evidence.dsse import Envelope
 from evidence.entry import rfc3339
 from evidence.errors import InputError, VerificationError
-from evidence.keys import TrustIndex
+from evidence.keys import TrustIndex, parse_trust
 from evidence.merkle import leaf_hash
 from evidence.note import TlogProof
 from evidence.store import Store
@@ -44,7 +44,6 @@ from evidence.verify import EntryReport, open_checkpoint, verify_entry
 from reports.document import Document
 from reports.pades import SignatureStatus, check_signatures
 from reports.render import BUNDLE_NAME
-from schemas.trust import TrustFile
 
 FORMAT = "annex-evidence-bundle/v1"
 _CITED = re.compile(r"#(\d+)\s+([0-9a-f]{12})\b")
@@ -271,8 +270,8 @@ def _parse_bundle(data: bytes) -> Bundle:
 
 def _bundle_trust(bundle: Bundle) -> TrustIndex:
     try:
-        return TrustIndex(TrustFile.model_validate(parse_json(bundle.trust, what="bundled trust")))
-    except (InputError, ValidationError) as exc:
+        return TrustIndex(parse_trust(bundle.trust, what="bundled trust"))
+    except InputError as exc:
         raise VerificationError(f"the bundle's trust file is malformed: {exc}") from None
 
 

@@ -12,15 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ValidationError
-
 from api.problems import Unprocessable
-from evidence.canonical import parse_json
 from evidence.entry import rfc3339
 from evidence.errors import InputError, VerificationError
-from evidence.keys import TrustIndex
+from evidence.keys import TrustIndex, parse_trust
 from reports.bundle import DossierReport, verify_dossier
-from schemas.trust import TrustFile
 
 Status = Literal["pass", "warn", "fail"]
 
@@ -42,13 +38,9 @@ class Outcome:
 def trust_index(data: bytes) -> TrustIndex:
     """The auditor's trust file, or 422 naming what is wrong with it."""
     try:
-        return TrustIndex(TrustFile.model_validate(parse_json(data, what="the trust file")))
+        return TrustIndex(parse_trust(data, what="the trust file"))
     except InputError as exc:
         raise Unprocessable(str(exc)) from None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise Unprocessable(f"the trust file: {where}: {first['msg']}") from None
 
 
 def check_upload(pdf: bytes, trust: bytes | None) -> Outcome:
