@@ -2,8 +2,9 @@
 
 Parsing, checking, counting and canonicalising each line's record (`digest_chunk`) is most of
 an ingest's work; for large files it runs in worker processes (collectors/line_workers.py).
-This module imports nothing but the standard library, `rfc8785` and the error classes, so a
-worker starts in tens of milliseconds instead of loading the whole application.
+This module imports nothing but the standard library, orjson and the light evidence.canonical
+and evidence.errors, so a worker starts in tens of milliseconds instead of loading the whole
+application.
 """
 
 from __future__ import annotations
@@ -21,52 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import rfc8785
 
+from evidence.canonical import SAFE_INT, canonical_bytes
 from evidence.errors import CollectorError, InputError
 
 CONTENT_FIELDS = frozenset({"messages", "prompt", "response"})
 CHOICE_CONTENT = frozenset({"message", "text", "delta", "logprobs"})
-_SAFE_INT = 2**53 - 1  # past it ECMAScript reads an integer as a nearby double
 _HIST_STEP = math.log1p(0.02)  # bucket width: values within 1% of the bucket's middle
-
-
-# -- canonical leaf bytes ---------------------------------------------------------------------
-
-
-class _NotPlain(Exception):
-    pass
-
-
-def _plain_float(token: str) -> float:
-    # Python's repr and ECMAScript agree on a float printed without exponent and not integral.
-    if "e" in token or "E" in token or token.endswith(".0"):
-        raise _NotPlain
-    return float(token)
-
-
-def _safe_int(token: str) -> int:
-    value = int(token)
-    if abs(value) > _SAFE_INT:
-        raise _NotPlain
-    return value
-
-
-_CHECK = json.JSONDecoder(parse_float=_plain_float, parse_int=_safe_int)
-
-
-def canonical(value: Any) -> bytes:
-    """RFC 8785 bytes: the C encoder's output when it is canonical (checked), else rfc8785."""
-    try:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        if (text.isascii() or max(text) <= "\uffff") and _CHECK.decode(text) == value:
-            return text.encode("utf-8")
-    except (_NotPlain, TypeError, ValueError, RecursionError):
-        pass
-    try:
-        return rfc8785.dumps(value)
-    except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
-        raise InputError(f"value cannot be canonicalised (RFC 8785): {exc}") from exc
 
 
 # -- statistics ---------------------------------------------------------------------------------
@@ -164,7 +126,7 @@ class LineDecoder:
         if value == 0 or 1e-4 <= abs(value) < 1e16:
             if not value.is_integer():
                 return value
-            if abs(value) <= _SAFE_INT:
+            if abs(value) <= SAFE_INT:
                 return int(value)
         self.plain = False
         return value
@@ -423,7 +385,7 @@ def _integers(value: Any) -> Any:
     exact way reads it: 245.0 is 245); orjson keeps the ".0"."""
     kind = type(value)
     if kind is float:
-        return int(value) if value.is_integer() and abs(value) <= _SAFE_INT else value
+        return int(value) if value.is_integer() and abs(value) <= SAFE_INT else value
     if kind is dict:
         return {k: _integers(v) for k, v in value.items()}
     if kind is list:
@@ -465,6 +427,6 @@ def _exact_bytes(decoder: LineDecoder, record: dict[str, Any], where: Path, numb
         if text.isascii() or max(text) <= "\uffff":
             return text.encode("utf-8")
     try:
-        return canonical(record)
+        return canonical_bytes(record)
     except InputError as exc:  # an integer beyond 2**53: RFC 8785 has no bytes for it
         raise _fail(where, number, str(exc)) from None

@@ -64,11 +64,11 @@ from collectors.inference_lines import (
     Digested,
     Histogram,
     Stats,
-    canonical,
     digest_chunk,
 )
-from collectors.line_workers import LineWorkers, split_lines
+from collectors.line_workers import LineWorkers, read_lines, split_lines
 from evidence.blobs import BlobStore, BlobWriter
+from evidence.canonical import canonical_bytes
 from evidence.entry import rfc3339
 from evidence.errors import CollectorError, InputError
 from evidence.merkle import CompactRange, node_hash
@@ -147,27 +147,12 @@ def line_leaf(
         if text.isascii() or max(text) <= "\uffff":
             body = text.encode("utf-8")
     if body is None:
-        body = canonical(value)
+        body = canonical_bytes(value)
     return hashlib.sha256(b"\x00" + body).digest()
 
 
-def record_bytes(record: dict[str, Any], plain: bool) -> bytes:
-    """RFC 8785 bytes of a line's record; `plain` (from LineDecoder) allows the C encoder."""
-    if plain:
-        text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        if text.isascii() or max(text) <= "\uffff":
-            return text.encode("utf-8")
-    return canonical(record)
-
-
-def leaf_of(line: int, record: bytes, caller: str | None, content: str | None) -> bytes:
-    """`line_leaf` from the record's canonical bytes: the outer object's keys are fixed ASCII and
-    its values (pseudonym, hex digest, integer) need no escaping, so it is concatenated."""
-    who = b"null" if caller is None else b'"' + caller.encode() + b'"'
-    what = b"null" if content is None else b'"' + content.encode() + b'"'
-    return hashlib.sha256(_LEAF % (who, what, line, record)).digest()
-
-
+# A leaf's preimage (line_leaf) from its parts: the outer object's keys are fixed ASCII and its
+# values (pseudonym, hex digest, integer, canonical record) need no escaping.
 _LEAF = b'\x00{"caller":%s,"content":%s,"line":%d,"record":%s}'
 
 
@@ -293,10 +278,7 @@ class Chunk:
     count: int  # lines, as `readlines` counts them (the file's last may lack its newline)
 
     def lines(self, fd: int, where: Path) -> list[bytes]:
-        data = os.pread(fd, self.length, self.offset)
-        if len(data) != self.length:
-            raise CollectorError(f"{where} changed while it was read: ingest it again")
-        return split_lines(data)
+        return read_lines(fd, self.offset, self.length, where)
 
 
 def _runs(fd: int) -> Iterator[tuple[int, bytes, int]]:
@@ -328,6 +310,7 @@ class Reader:
     workers: int = 1
     _subjects: dict[str, Subject] = field(default_factory=dict)
     _quoted: dict[str, bytes] = field(default_factory=dict)  # caller id -> b'"pseudonym"'
+    _room: int = 0  # request lines the current batch still takes (0: a new batch starts)
 
     @property
     def expires_at(self) -> datetime:
@@ -392,22 +375,22 @@ class Reader:
 
     def _chunks(self, fd: int) -> Iterator[Chunk]:
         """Runs of whole lines (about CHUNK_BYTES), cut where a batch fills up."""
-        number, room = 1, self.batch_size
+        number = 1
         for offset, data, end in _runs(fd):
-            start = 0
-            while start < end:
-                stop = end
-                if room is not None:
-                    room = room or self.batch_size
-                    assert room is not None
-                    lines = split_lines(data[start:end])
-                    cut, seen = _cut(lines, room)
-                    room -= seen
-                    stop = start + sum(map(len, lines[:cut]))
-                count = data.count(b"\n", start, stop) + (data[stop - 1] != 10)  # 10: b"\n"
+            if self.batch_size is None:  # one batch: a run is a chunk, its lines only counted
+                count = data.count(b"\n", 0, end) + (data[end - 1] != 10)  # 10: b"\n"
+                yield Chunk(number, offset, end, count)
                 self.lines += count
-                yield Chunk(number, offset + start, stop - start, count)
-                number, start = number + count, stop
+                number += count
+                continue
+            lines, start = split_lines(data[:end]), 0
+            while start < len(lines):
+                stop, seen = _cut(lines, start, self._room or self.batch_size)
+                self._room = (self._room or self.batch_size) - seen
+                length = sum(map(len, lines[start:stop]))
+                yield Chunk(number, offset, length, stop - start)
+                self.lines += stop - start
+                number, offset, start = number + stop - start, offset + length, stop
 
     def _apply(self, fd: int, chunk: Chunk, stats: Stats, digested: list[Digested]) -> None:
         """Folds a digested chunk into the current batch: pseudonyms, content, leaves, counts."""
@@ -420,7 +403,7 @@ class Reader:
         for new in stats.callers.keys() - quoted.keys():
             quoted[new] = f'"{self._subject(new).pseudonym}"'.encode()
         keep = batch.content is not None
-        # leaf_of and Batch.add, inlined: this loop is the one part of a parallel ingest that is
+        # line_leaf and Batch.add, inlined: this loop is the one part of a parallel ingest that is
         # serial. The fold is CompactRange.append's; node_hash is SHA-256(0x01 || left || right).
         sha256, pack, tree = hashlib.sha256, LEAF_RECORD.pack, batch.tree
         hashes, size, records = tree.hashes, tree.size, []
@@ -475,11 +458,12 @@ class Reader:
         return hashlib.sha256(nonce + sealed).hexdigest()
 
 
-def _cut(lines: list[bytes], room: int) -> tuple[int, int]:
-    """(how many lines hold at most `room` request lines, how many request lines they hold)."""
+def _cut(lines: list[bytes], start: int, room: int) -> tuple[int, int]:
+    """(where the lines from `start` holding at most `room` request lines end, how many request
+    lines they hold)."""
     seen = 0
-    for i, raw in enumerate(lines):
-        if not raw.isspace():
+    for i in range(start, len(lines)):
+        if not lines[i].isspace():
             seen += 1
             if seen == room:
                 return i + 1, seen

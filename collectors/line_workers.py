@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from collectors.inference_lines import digest_chunk
 from evidence.errors import CollectorError
 
 IN_FLIGHT = 2  # requests per worker: one being digested, one waiting
@@ -132,17 +133,13 @@ class LineWorkers:
 
 def serve() -> None:
     """A worker's loop: digests each requested range until stdin closes."""
-    from collectors.inference_lines import digest_chunk
-
     fd, where = int(sys.argv[1]), Path(sys.argv[2])
     answers = sys.stdout.buffer
     for request in sys.stdin.buffer:
         first, offset, length = map(int, request.split())
         try:
-            data = os.pread(fd, length, offset)
-            if len(data) != length:
-                raise CollectorError(f"{where} changed while it was read: ingest it again")
-            answer: tuple[str, Any] = ("ok", digest_chunk(where, first, split_lines(data)))
+            lines = read_lines(fd, offset, length, where)
+            answer: tuple[str, Any] = ("ok", digest_chunk(where, first, lines))
         except CollectorError as exc:
             answer = ("refused", str(exc))
         except OSError as exc:
@@ -153,6 +150,14 @@ def serve() -> None:
         answers.write(_LENGTH.pack(len(body)))
         answers.write(body)
         answers.flush()
+
+
+def read_lines(fd: int, offset: int, length: int, where: Path) -> list[bytes]:
+    """The lines of a range of the open file; CollectorError if the file is shorter now."""
+    data = os.pread(fd, length, offset)
+    if len(data) != length:
+        raise CollectorError(f"{where} changed while it was read: ingest it again")
+    return split_lines(data)
 
 
 def split_lines(data: bytes) -> list[bytes]:

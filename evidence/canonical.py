@@ -3,9 +3,11 @@
 The `rfc8785` library defines the canonical bytes. It is pure Python and costs more than an
 Ed25519 signature for a small statement, so values that the C JSON encoder already writes
 canonically take a fast path: the encoder's output (sorted keys, no whitespace, the same string
-escapes) is kept when reading it back gives the same value, with no float, no integer beyond
-2**53 and no character outside the Basic Multilingual Plane (where UTF-16 and code point key
-order differ). Anything else goes to the library. A property test holds the two paths equal.
+escapes) is kept when reading it back gives the same value, with no float written with an
+exponent or as an integer (Python's repr and ECMAScript agree on the others: the shortest digits
+that read back, in fixed notation), no integer beyond 2**53 and no character outside the Basic
+Multilingual Plane (where UTF-16 and code point key order differ). Anything else goes to the
+library. A property test holds the two paths equal.
 """
 
 from __future__ import annotations
@@ -17,25 +19,27 @@ import rfc8785
 
 from evidence.errors import InputError
 
-_SAFE_INT = 2**53 - 1
+SAFE_INT = 2**53 - 1  # past it ECMAScript reads an integer as a nearby double
 
 
 class _NotPlain(Exception):
     pass
 
 
-def _no_float(text: str) -> Any:
-    raise _NotPlain
+def _plain_float(token: str) -> float:
+    if "e" in token or "E" in token or token.endswith(".0"):
+        raise _NotPlain  # an exponent, or an integral float (RFC 8785 writes 243.0 as 243)
+    return float(token)
 
 
-def _safe_int(text: str) -> int:
-    value = int(text)
-    if not -_SAFE_INT <= value <= _SAFE_INT:
+def _safe_int(token: str) -> int:
+    value = int(token)
+    if not -SAFE_INT <= value <= SAFE_INT:
         raise _NotPlain
     return value
 
 
-_CHECKER = json.JSONDecoder(parse_float=_no_float, parse_int=_safe_int)
+_CHECKER = json.JSONDecoder(parse_float=_plain_float, parse_int=_safe_int)
 
 
 def _fast(value: Any) -> bytes | None:

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collectors.erasure import erase, expire
-from collectors.inference_lines import Histogram, LineDecoder, canonical
+from collectors.inference_lines import Histogram, LineDecoder
 from collectors.inference_log import (
     Ingested,
     RetentionPolicy,
@@ -26,6 +26,7 @@ from collectors.inference_log import (
 )
 from collectors.inference_proof import batch_of, prove_line, read_content
 from evidence.blobs import BlobStore
+from evidence.canonical import canonical_bytes
 from evidence.errors import CollectorError, InputError, VerificationError
 from evidence.home import Home
 from evidence.store import Store
@@ -409,7 +410,7 @@ def test_fast_leaf_bytes_equal_rfc8785(record: dict[str, Any]) -> None:
         with pytest.raises(InputError):
             line_leaf(1, parsed, None, None, plain=decoder.plain)
         return
-    assert canonical(parsed) == exact
+    assert canonical_bytes(parsed) == exact
     fast = line_leaf(1, parsed, "p" * 32, None, plain=decoder.plain)
     assert fast == line_leaf(1, original, "p" * 32, None)
 
