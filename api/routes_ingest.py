@@ -275,12 +275,11 @@ def _log_inference(
         raise
     made = len(done.statements)
     stores.counters.add(appended=made)
-    first = done.first_index
     entries = done.entries
     log.info("inference: %s sha256 %s, entries %s (new: %d)", name, sha[:16], entries, made)
     body = {
         "entries": entries,
-        "already_logged": first is None,
+        "already_logged": done.first_index is None,
         "source": {"name": name, "sha256": sha},
         "batches": [_batch_summary(s["predicate"]) for s in done.statements],
     }
