@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from _json import make_encoder
 from collections import Counter
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from evidence.canonical import SAFE_INT, canonical_bytes
+from evidence.canonical import SAFE_INT, canonical_bytes, fast_canonical
 from evidence.errors import CollectorError, InputError
 
 CONTENT_FIELDS = frozenset({"messages", "prompt", "response"})
@@ -291,16 +290,8 @@ _ENCODER = make_encoder(
 
 # orjson reads JSON as `json` does wherever a line can take the fast way below (no run of 16
 # digits, so no integer past 2**53; valid UTF-8 without lone surrogates; the last of repeated
-# keys wins), in a third of the time. It writes what RFC 8785 writes (sorted keys, the same
-# escapes, the shortest digits of a float that read back) but for some numbers: an integral float
-# keeps its ".0" (RFC 8785: 243.0 is 243), and it switches to an exponent ("1e-6", "1e+16") at
-# other magnitudes. A record whose bytes hold ".0" before a delimiter or a digit, "e", a sign
-# and a digit goes the exact way; so does one with characters outside the Basic Multilingual
-# Plane (orjson sorts keys by code point, RFC 8785 by UTF-16 unit). A string that merely looks
-# like such a number costs its line the exact way, never wrong bytes. Substring tests first:
-# a regular expression scanning every record would cost more than orjson saves.
-_EXPONENT = re.compile(rb"\de[-+]\d")
-_SORTED = orjson.OPT_SORT_KEYS
+# keys wins), in a third of the time, and evidence.canonical.fast_canonical writes the record
+# with it where its bytes are RFC 8785's (the record came from a parser: no read-back check).
 
 
 def _fast_parse(raw: bytes) -> dict[str, Any] | None:
@@ -312,23 +303,6 @@ def _fast_parse(raw: bytes) -> dict[str, Any] | None:
     except ValueError:  # orjson.JSONDecodeError: the exact way names the error
         return None
     return obj if type(obj) is dict else None
-
-
-def _fast_bytes(record: dict[str, Any]) -> bytes | None:
-    """The record's RFC 8785 bytes by orjson, or None where they might differ."""
-    try:
-        data = orjson.dumps(record, option=_SORTED)
-    except TypeError:  # orjson.JSONEncodeError: nested past orjson's limit
-        return None
-    if (
-        b".0," in data
-        or b".0}" in data
-        or b".0]" in data
-        or ((b"e-" in data or b"e+" in data) and _EXPONENT.search(data))
-        or not (data.isascii() or max(data) < 0xF0)
-    ):
-        return None
-    return data
 
 
 def digest_chunk(
@@ -370,7 +344,7 @@ def _digest(
         else:
             callers[caller] += 1
         has_content = _strip(obj)
-        data = None if parsed is None else _fast_bytes(obj) or _integral_bytes(obj)
+        data = None if parsed is None else fast_canonical(obj) or _integral_bytes(obj)
         if data is None:
             if parsed is not None:  # read again the exact way: 245.0 is the integer 245 there
                 obj = parse(raw, where, number)
@@ -396,7 +370,7 @@ def _integers(value: Any) -> Any:
 def _integral_bytes(record: dict[str, Any]) -> bytes | None:
     """`_fast_bytes` of the record with its integral floats made integers, or None."""
     try:
-        return _fast_bytes(_integers(record))
+        return fast_canonical(_integers(record))
     except RecursionError:
         return None
 

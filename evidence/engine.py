@@ -54,11 +54,21 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
     raise ConfigError(f"database {dialect!r} is not supported: use sqlite or postgresql")
 
 
+# Pages the WAL may hold before a commit copies them into the database file (SQLite's default is
+# 1,000). A batch of 1,000 entries dirties hundreds of pages of the random-keyed indexes (leaf
+# prefix, subject digest), so at the default every other batch paid for a checkpoint that wrote
+# the same pages again; 10,000 pages (40 MiB of WAL) made batched appends of a 50,000-entry log
+# about a fifth cheaper (25,000 was slower again). Durability is unchanged: the WAL is fsynced
+# at every commit either way.
+_WAL_CHECKPOINT_PAGES = 10_000
+
+
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
     cursor.close()
 
 

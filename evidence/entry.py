@@ -14,11 +14,12 @@ from evidence.dsse import Envelope
 from schemas.statement import parse_timestamp
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
 
 
 def to_us(moment: datetime) -> int:
     """Microseconds since the Unix epoch, exactly (no float rounding)."""
-    return (moment - EPOCH) // timedelta(microseconds=1)
+    return (moment - EPOCH) // _ONE_US
 
 
 def from_us(us: int) -> datetime:

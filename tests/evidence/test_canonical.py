@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,6 +15,19 @@ from hypothesis import strategies as st
 from evidence.canonical import canonical_bytes, parse_json
 from evidence.errors import InputError
 
+
+@dataclass
+class Pair:
+    """A type orjson writes as an object on its own and RFC 8785 does not know."""
+
+    a: int
+    b: int
+
+
+def random_sign(n: int) -> int:
+    return -1 if n % 2 else 1
+
+
 _keys = st.text(max_size=6) | st.sampled_from(["\U0001f600", "\uffff", "\ue000", "a", "é", "\x7f"])
 _scalars = (
     st.none()
@@ -19,7 +35,10 @@ _scalars = (
     | st.integers(-(2**60), 2**60)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text()
-    | st.sampled_from(["\u2028", "\x00\x1f", '"\\', "\ud800", "\U0001f600"])
+    | st.sampled_from(["\u2028", "\x00\x1f", '"\\', "\ud800", "\U0001f600", "1.0,", "2e+5"])
+    | st.integers(2**53 - 3, 2**53 + 3).map(lambda n: n * random_sign(n))
+    | st.sampled_from([243.0, -0.0, 1e16, 1e15, 1e-6, 1e-7, 1e21, 0.00001, 1.5e300])
+    | st.sampled_from([datetime(2026, 11, 25, tzinfo=UTC), Pair(1, 2), uuid.UUID(int=7)])
 )
 _json = st.recursive(
     _scalars,
