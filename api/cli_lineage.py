@@ -24,7 +24,7 @@ from collectors.datasets import already_logged, describe, statement_of, take_sna
 from collectors.energy import energy_between, load_snapshot, read_counters
 from collectors.hash_cache import CACHE_PATH, HashCache
 from collectors.nvml import load_pynvml
-from collectors.openlineage import parse_events, plan_ingest
+from collectors.openlineage import Logged, log_events, parse_events, plan_ingest
 from collectors.openlineage import statement_of as lineage_statement
 from collectors.training import (
     RunFacts,
@@ -243,13 +243,19 @@ def collect_lineage(
     target = open_home(home)
     with ExitStack() as stack:
         store = _store(target, dry_run, stack)
-        plan = plan_ingest(store, events)
-        statements = [lineage_statement(e, name, sha) for e in plan.new]
-        first = None
-        if statements and store is not None and not dry_run:
-            labels = [f"{name}:{e.raw.line}" for e in plan.new]
-            first = store.append(statements, labels=labels).first_index
-    _report_lineage(len(events), statements, first, plan.known, dry_run=dry_run, json_out=json_out)
+        if store is None or dry_run:
+            plan = plan_ingest(store, events)
+            logged = Logged(plan, None, [lineage_statement(e, name, sha) for e in plan.new])
+        else:
+            logged = log_events(store, events, source=name, source_sha256=sha)
+    _report_lineage(
+        len(events),
+        logged.statements,
+        logged.first_index,
+        logged.plan.known,
+        dry_run=dry_run,
+        json_out=json_out,
+    )
 
 
 def _read_bytes(source: str) -> bytes:

@@ -60,8 +60,7 @@ from collectors.inference_log import (
     RetentionPolicy,
     ingest,
 )
-from collectors.openlineage import ParsedEvent, RawEvent, check_event, parse_events, plan_ingest
-from collectors.openlineage import statement_of as lineage_statement
+from collectors.openlineage import ParsedEvent, RawEvent, check_event, log_events, parse_events
 from collectors.oversight import ingest_feed
 from evidence.blobs import BlobStore
 from evidence.canonical import parse_json
@@ -144,20 +143,13 @@ def _lineage_events(data: bytes) -> list[ParsedEvent]:
         raise exc from None
 
 
-def _log_lineage(stores: Stores, lock: threading.Lock, data: bytes) -> tuple[dict[str, Any], int]:
+def _log_lineage(stores: Stores, data: bytes) -> tuple[dict[str, Any], int]:
     """Logs the new events of a body; the body of the answer and how many were appended."""
     events = _lineage_events(data)
     sha = hashlib.sha256(data).hexdigest()
-    store = stores.write()
-    with lock:
-        plan = plan_ingest(store, events)
-        statements = [lineage_statement(e, LINEAGE_SOURCE, sha) for e in plan.new]
-        where = dict(plan.known)
-        if statements:
-            labels = [f"{LINEAGE_SOURCE}:{e.raw.line}" for e in plan.new]
-            first = store.append(statements, labels=labels).first_index
-            where.update({e.digest: first + n for n, e in enumerate(plan.new)})
-    stores.counters.add(appended=len(statements))
+    logged = log_events(stores.write(), events, source=LINEAGE_SOURCE, source_sha256=sha)
+    plan, where = logged.plan, logged.where()
+    stores.counters.add(appended=len(plan.new))
     entries = [where[e.digest] for e in events]
     appended = sorted(where[e.digest] for e in plan.new)
     log.info(
@@ -174,7 +166,7 @@ def _log_lineage(stores: Stores, lock: threading.Lock, data: bytes) -> tuple[dic
     }
     if len(events) == 1:
         body["index"] = entries[0]
-    return body, len(statements)
+    return body, len(plan.new)
 
 
 # -- oversight events ----------------------------------------------------------------------------
@@ -404,7 +396,7 @@ def _json_body(description: str) -> dict[str, Any]:
 
 
 def add_ingest(router: APIRouter) -> None:
-    lineage_lock, inference_lock = threading.Lock(), threading.Lock()
+    inference_lock = threading.Lock()
 
     @router.post(
         f"{PREFIX}/lineage",
@@ -419,7 +411,7 @@ def add_ingest(router: APIRouter) -> None:
     async def post_lineage(request: Request, stores: StoresDep) -> JSONResponse:
         with _refusals(stores):
             data = _decoded(await read_body(request), request.headers.get("content-encoding"))
-            body, appended = await run_in_threadpool(_log_lineage, stores, lineage_lock, data)
+            body, appended = await run_in_threadpool(_log_lineage, stores, data)
         return _created(body, appended)
 
     @router.post(

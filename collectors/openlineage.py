@@ -181,3 +181,53 @@ def plan_ingest(store: Store | None, events: list[ParsedEvent]) -> Ingest:
         else:
             known[parsed.digest] = index
     return Ingest(new, known)
+
+
+class _NothingNew(Exception):
+    """Under the sequencer lock, every event turned out to be logged already."""
+
+
+@dataclass(frozen=True)
+class Logged:
+    """What `log_events` did: `plan.new` it appended from `first_index` on (as `statements`),
+    `plan.known` it found logged (possibly by another process while this one planned)."""
+
+    plan: Ingest
+    first_index: int | None
+    statements: list[dict[str, Any]]
+
+    def where(self) -> dict[str, int]:
+        """Every event's entry, by event digest."""
+        found = dict(self.plan.known)
+        if self.first_index is not None:
+            found.update({e.digest: self.first_index + n for n, e in enumerate(self.plan.new)})
+        return found
+
+
+def log_events(
+    store: Store, events: list[ParsedEvent], *, source: str, source_sha256: str
+) -> Logged:
+    """Appends, as one batch, the events the log does not hold yet.
+
+    Exact across processes: the plan made beforehand is made again under the sequencer lock, so
+    a server and a CLI logging the same events at once log each of them once.
+    """
+    plan = plan_ingest(store, events)
+    final, statements = plan, []
+
+    def build(_size: int) -> list[dict[str, Any]]:
+        nonlocal final, statements
+        again = plan_ingest(store, plan.new)
+        final = Ingest(again.new, {**plan.known, **again.known})
+        if not final.new:
+            raise _NothingNew
+        statements = [statement_of(e, source, source_sha256) for e in final.new]
+        return statements
+
+    if not plan.new:
+        return Logged(plan, None, [])
+    try:
+        result = store.append_locked(build, label=lambda i: f"{source}:{final.new[i].raw.line}")
+    except _NothingNew:
+        return Logged(final, None, [])
+    return Logged(final, result.first_index, statements)

@@ -299,18 +299,25 @@ class Store:
         batch = prepare_envelopes(envelopes, trust, names)
         return self._commit(lambda _size: batch, refuse_logged=True)
 
-    def append_locked(self, build: Callable[[int], Sequence[Mapping[str, Any]]]) -> AppendResult:
+    def append_locked(
+        self,
+        build: Callable[[int], Sequence[Mapping[str, Any]]],
+        *,
+        label: Callable[[int], str] | None = None,
+    ) -> AppendResult:
         """Appends statements built inside the sequencer lock from the current tree size.
 
         For key events, whose content (the position a key starts or stops signing at) is only
-        known under the lock; `build` may change the key files, which are re-read afterwards.
+        known under the lock, and for checks that must hold across processes (this evidence is
+        not logged yet); `build` may raise to append nothing, and may change the key files,
+        which are re-read afterwards. `label(i)` names the i-th statement built, for errors.
         """
 
         def inside(size: int) -> list[Prepared]:
             statements = build(size)
             signer, _ = self._writer()
-            names = [f"statement {i + 1}" for i in range(len(statements))]
-            return prepare_statements(statements, signer, names)
+            name = label or (lambda i: f"statement {i + 1}")
+            return prepare_statements(statements, signer, [name(i) for i in range(len(statements))])
 
         return self._commit(inside)
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import traceback
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from collectors.openlineage import parse_events, plan_ingest, statement_of
+from collectors.openlineage import EVENT_PREFIX, log_events, parse_events, plan_ingest, statement_of
 from evidence.errors import InputError
+from evidence.home import Home
 from evidence.store import Store
 from schemas.lineage import OPENLINEAGE_RUN, name_digest
 from schemas.statement import Statement
@@ -105,3 +110,96 @@ def test_the_same_event_twice_is_planned_once_and_a_logged_one_is_recognised(
 
 def test_name_digest_is_sha256_of_the_name() -> None:
     assert name_digest("ol:a/b") == hashlib.sha256(b"ol:a/b").hexdigest()
+
+
+def _events(count: int) -> bytes:
+    return jsonl(*(event(run_id=f"00000000-0000-4000-8000-{n:012d}") for n in range(count)))
+
+
+def test_log_events_appends_the_new_events_once_and_names_the_logged_ones(store: Store) -> None:
+    base = store.size()  # the log's own key event
+    parsed = parse_events(_events(3), "e.jsonl")
+    first = log_events(store, parsed[:2], source="e.jsonl", source_sha256="00" * 32)
+    assert first.first_index == base and len(first.statements) == 2
+    assert first.where() == {parsed[0].digest: base, parsed[1].digest: base + 1}
+    again = log_events(store, parsed, source="again.jsonl", source_sha256="11" * 32)
+    assert again.first_index == base + 2
+    assert [e.digest for e in again.plan.new] == [parsed[2].digest]
+    assert again.where() == {p.digest: base + i for i, p in enumerate(parsed)}
+    none_new = log_events(store, parsed, source="third.jsonl", source_sha256="22" * 32)
+    assert none_new.first_index is None and none_new.statements == []
+    assert store.size() == base + 3
+
+
+def test_events_logged_by_another_writer_after_the_plan_are_not_logged_again(
+    home: Home, store: Store
+) -> None:
+    """The plan is made again under the sequencer lock: what another process logged between
+    the first plan and the lock is found there, not appended a second time."""
+    base = store.size()
+    parsed = parse_events(_events(4), "e.jsonl")
+    locked = store.append_locked
+
+    def other_writer_first(build: Any, **kwargs: Any) -> Any:
+        with home.open_store(write=True) as other:  # its own engine: another process's view
+            other.append([statement_of(p, "other", "33" * 32) for p in parsed[1:3]])
+        return locked(build, **kwargs)
+
+    store.append_locked = other_writer_first  # type: ignore[method-assign]
+    logged = log_events(store, parsed, source="e.jsonl", source_sha256="00" * 32)
+    assert [e.digest for e in logged.plan.new] == [parsed[0].digest, parsed[3].digest]
+    assert logged.plan.known == {parsed[1].digest: base, parsed[2].digest: base + 1}
+    assert logged.first_index == base + 2 and store.size() == base + 4
+    assert logged.where() == {
+        parsed[0].digest: base + 2,
+        parsed[1].digest: base,
+        parsed[2].digest: base + 1,
+        parsed[3].digest: base + 3,
+    }
+
+
+WRITERS = 4
+
+
+def _log_worker(path: str, url: str | None, data: bytes, start: Any, results: Any) -> None:
+    try:
+        with Home(Path(path), url).open_store(write=True) as store:
+            parsed = parse_events(data, "feed.jsonl")
+            start.wait(timeout=60)
+            logged = log_events(store, parsed, source="feed.jsonl", source_sha256="00" * 32)
+            results.put((len(logged.plan.new), None))
+    except BaseException:
+        results.put((0, traceback.format_exc()))
+
+
+def test_writers_in_several_processes_log_each_event_once(home: Home, store: Store) -> None:
+    """A server and a CLI (here: four processes) logging the same feed at once."""
+    base = store.size()
+    data = _events(30)
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Barrier(WRITERS), ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_log_worker, args=(str(home.path), home.database_url, data, start, results)
+        )
+        for _ in range(WRITERS)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        reports = [results.get(timeout=120) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+    assert [error for _, error in reports if error] == []
+    assert sum(appended for appended, _ in reports) == 30
+    assert store.size() == base + 30
+    digests = [
+        s.digest
+        for e in store.query(limit=100)
+        for s in e.subjects
+        if s.name.startswith(EVENT_PREFIX)
+    ]
+    assert sorted(digests) == sorted(p.digest for p in parse_events(data, "x"))
