@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 import math
-from _json import make_encoder
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
@@ -101,41 +99,32 @@ class Stats:
 
 
 class LineDecoder:
-    """json.loads for one line that also says whether the C encoder will write it canonically.
+    """json.loads for one line, reading numbers as RFC 8785 means them.
 
     Floats are where Python and RFC 8785 (ECMAScript) differ: an integral float is read as the
-    int it equals (RFC 8785 writes 243.0 as 243), and a float that Python would print with an
-    exponent marks the line for the slow, exact path. So does an integer beyond 2**53 (ECMAScript
-    reads it as a nearby double): such an integer has 16 digits or more, so a line with no run of
-    16 digits (found on its raw bytes, in C) has none; a run inside a string only costs the line
-    the exact path, which gives the same bytes.
+    int it equals (RFC 8785 writes 243.0 as 243, so `"prompt_tokens": 1.0` is an integer), and
+    a number past the double range is refused, as are NaN and Infinity, which Python's json
+    accepts and RFC 8259 does not.
     """
 
     def __init__(self) -> None:
-        self.plain = True
         self._decoder = json.JSONDecoder(parse_float=self._float, parse_constant=_no_constant)
         # what decode() calls after skipping whitespace: the C scanner, at an index
         self._scan: Callable[[str, int], tuple[Any, int]]
         self._scan = self._decoder.scan_once  # type: ignore[attr-defined]
 
-    def _float(self, token: str) -> float | int:
+    @staticmethod
+    def _float(token: str) -> float | int:
         value = float(token)
         if math.isinf(value):
             raise _NotJsonNumber(f"the number {token[:40]} is out of range for a double")
-        if value == 0 or 1e-4 <= abs(value) < 1e16:
-            if not value.is_integer():
-                return value
-            if abs(value) <= SAFE_INT:
-                return int(value)
-        self.plain = False
-        return value
+        return int(value) if value.is_integer() and abs(value) <= SAFE_INT else value
 
     def parse(self, raw: bytes, where: Path, number: int) -> dict[str, Any]:
-        self.plain = _SIXTEEN_DIGITS not in raw.translate(_DIGITS_TO_ZERO)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise CollectorError(f"{where} line {number}: not UTF-8 ({exc.reason})") from None
+            raise _fail(where, number, f"not UTF-8 ({exc.reason})") from None
         # decode() without its two whitespace matches, for a value that ends the line; anything
         # else (leading or trailing space, an error) goes through decode() and its messages.
         try:
@@ -147,14 +136,13 @@ class LineDecoder:
                 try:
                     obj = self._decoder.decode(text)
                 except json.JSONDecodeError as exc:
-                    message = f"{where} line {number}: not valid JSON: {exc.msg}"
-                    raise CollectorError(message) from None
+                    raise _fail(where, number, f"not valid JSON: {exc.msg}") from None
         except _NotJsonNumber as exc:
-            raise CollectorError(f"{where} line {number}: not valid JSON: {exc}") from None
+            raise _fail(where, number, f"not valid JSON: {exc}") from None
         except RecursionError:
-            raise CollectorError(f"{where} line {number}: nested too deeply") from None
+            raise _fail(where, number, "nested too deeply") from None
         if not isinstance(obj, dict):
-            raise CollectorError(f"{where} line {number}: not a JSON object")
+            raise _fail(where, number, "not a JSON object")
         return obj
 
 
@@ -280,22 +268,14 @@ def _usage(usage: Any, where: Path, number: int, stats: Stats) -> None:
 # (line number, caller id or None, the record's canonical bytes, whether it has content)
 Digested = tuple[int, str | None, bytes, bool]
 
-# The C encoder that json.dumps(value, sort_keys=True, separators=(",", ":"),
-# ensure_ascii=False) makes on every call, made once; "".join of its chunks is that text. No
-# check for cycles: a decoded line has none.
-_ENCODER = make_encoder(
-    None, json.JSONEncoder().default, encode_basestring, None, ":", ",", True, False, True
-)
-
-
-# orjson reads JSON as `json` does wherever a line can take the fast way below (no run of 16
-# digits, so no integer past 2**53; valid UTF-8 without lone surrogates; the last of repeated
-# keys wins), in a third of the time, and evidence.canonical.fast_canonical writes the record
-# with it where its bytes are RFC 8785's (the record came from a parser: no read-back check).
-
 
 def _fast_parse(raw: bytes) -> dict[str, Any] | None:
-    """The line's object by orjson, or None where the exact way must read it."""
+    """The line's object by orjson, or None where the exact way must read it.
+
+    orjson reads JSON as `json` does wherever this lets it (no run of 16 digits, so no integer
+    past 2**53; valid UTF-8 without lone surrogates; the last of repeated keys wins), in a third
+    of the time; `fast_canonical` then writes the record (it came from a parser: no read-back).
+    """
     if _SIXTEEN_DIGITS in raw.translate(_DIGITS_TO_ZERO):
         return None
     try:
@@ -349,7 +329,7 @@ def _digest(
             if parsed is not None:  # read again the exact way: 245.0 is the integer 245 there
                 obj = parse(raw, where, number)
                 _strip(obj)
-            data = _exact_bytes(decoder, obj, where, number)
+            data = _exact_bytes(obj, where, number)
         append((number, caller, data, has_content))
     return stats, out
 
@@ -368,7 +348,7 @@ def _integers(value: Any) -> Any:
 
 
 def _integral_bytes(record: dict[str, Any]) -> bytes | None:
-    """`_fast_bytes` of the record with its integral floats made integers, or None."""
+    """`fast_canonical` of the record with its integral floats made integers, or None."""
     try:
         return fast_canonical(_integers(record))
     except RecursionError:
@@ -394,12 +374,8 @@ def _strip(obj: dict[str, Any]) -> bool:
     return has_content
 
 
-def _exact_bytes(decoder: LineDecoder, record: dict[str, Any], where: Path, number: int) -> bytes:
-    """RFC 8785 bytes of a record `decoder` read: the C encoder's when they are canonical."""
-    if decoder.plain:
-        text = "".join(_ENCODER(record, 0))
-        if text.isascii() or max(text) <= "\uffff":
-            return text.encode("utf-8")
+def _exact_bytes(record: dict[str, Any], where: Path, number: int) -> bytes:
+    """RFC 8785 bytes of a record `LineDecoder` read."""
     try:
         return canonical_bytes(record)
     except InputError as exc:  # an integer beyond 2**53: RFC 8785 has no bytes for it

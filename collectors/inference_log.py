@@ -46,7 +46,6 @@ appended together, atomically.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import struct
 from collections import deque
@@ -127,28 +126,10 @@ class RetentionPolicy:
             )
 
 
-def line_leaf(
-    line: int,
-    record: dict[str, Any],
-    caller: str | None,
-    content: str | None,
-    *,
-    plain: bool = False,
-) -> bytes:
-    """The leaf hash of one request line (`record` already without `user` and content).
-
-    `plain`: the record came from `LineDecoder` and is known to encode canonically, but for
-    characters outside the Basic Multilingual Plane (checked here).
-    """
+def line_leaf(line: int, record: dict[str, Any], caller: str | None, content: str | None) -> bytes:
+    """The leaf hash of one request line (`record` already without `user` and content)."""
     value = {"caller": caller, "content": content, "line": line, "record": record}
-    body = None
-    if plain:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        if text.isascii() or max(text) <= "\uffff":
-            body = text.encode("utf-8")
-    if body is None:
-        body = canonical_bytes(value)
-    return hashlib.sha256(b"\x00" + body).digest()
+    return hashlib.sha256(b"\x00" + canonical_bytes(value)).digest()
 
 
 # A leaf's preimage (line_leaf) from its parts: the outer object's keys are fixed ASCII and its

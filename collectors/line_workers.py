@@ -4,7 +4,7 @@ Not `multiprocessing`: with its start methods other than fork, every worker re-r
 main script before its first task, which for the `annex` console script is the whole CLI (about
 a second of CPU per worker, measured: a tenth of a million-line ingest), and fork is unsafe in a
 process that runs threads. A worker here is a fresh interpreter that imports only
-collectors/inference_lines.py (standard library and `rfc8785`).
+collectors/inference_lines.py (standard library, orjson and `rfc8785`).
 
 The parent passes its open file descriptor (so a worker reads the very file the parent read,
 even if the path is replaced meanwhile) and talks over the worker's stdin and stdout. A request

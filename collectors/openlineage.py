@@ -213,6 +213,8 @@ def log_events(
     a server and a CLI logging the same events at once log each of them once.
     """
     plan = plan_ingest(store, events)
+    if not plan.new:
+        return Logged(plan, None, [])
     final, statements = plan, []
 
     def build(_size: int) -> list[dict[str, Any]]:
@@ -224,8 +226,6 @@ def log_events(
         statements = [statement_of(e, source, source_sha256) for e in final.new]
         return statements
 
-    if not plan.new:
-        return Logged(plan, None, [])
     try:
         result = store.append_locked(build, label=lambda i: f"{source}:{final.new[i].raw.line}")
     except _NothingNew:

@@ -408,10 +408,10 @@ def test_fast_leaf_bytes_equal_rfc8785(record: dict[str, Any]) -> None:
         exact = rfc8785.dumps(original)
     except rfc8785.CanonicalizationError:  # integers beyond 2**53: refused on both paths
         with pytest.raises(InputError):
-            line_leaf(1, parsed, None, None, plain=decoder.plain)
+            line_leaf(1, parsed, None, None)
         return
     assert canonical_bytes(parsed) == exact
-    fast = line_leaf(1, parsed, "p" * 32, None, plain=decoder.plain)
+    fast = line_leaf(1, parsed, "p" * 32, None)
     assert fast == line_leaf(1, original, "p" * 32, None)
 
 

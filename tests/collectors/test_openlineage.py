@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import traceback
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from evidence.store import Store
 from schemas.lineage import OPENLINEAGE_RUN, name_digest
 from schemas.statement import Statement
 from tests.collectors.lineage_data import RUN_ID, complete_event, event
+from tests.spawned import TIMEOUT_S, run_spawned
 
 
 def jsonl(*events: dict[str, object]) -> bytes:
@@ -165,7 +165,7 @@ def _log_worker(path: str, url: str | None, data: bytes, start: Any, results: An
     try:
         with Home(Path(path), url).open_store(write=True) as store:
             parsed = parse_events(data, "feed.jsonl")
-            start.wait(timeout=60)
+            start.wait(timeout=TIMEOUT_S)
             logged = log_events(store, parsed, source="feed.jsonl", source_sha256="00" * 32)
             results.put((len(logged.plan.new), None))
     except BaseException:
@@ -176,23 +176,8 @@ def test_writers_in_several_processes_log_each_event_once(home: Home, store: Sto
     """A server and a CLI (here: four processes) logging the same feed at once."""
     base = store.size()
     data = _events(30)
-    ctx = multiprocessing.get_context("spawn")
-    start, results = ctx.Barrier(WRITERS), ctx.Queue()
-    procs = [
-        ctx.Process(
-            target=_log_worker, args=(str(home.path), home.database_url, data, start, results)
-        )
-        for _ in range(WRITERS)
-    ]
-    for p in procs:
-        p.start()
-    try:
-        reports = [results.get(timeout=120) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(timeout=60)
-            if p.is_alive():
-                p.kill()
+    args = [(str(home.path), home.database_url, data) for _ in range(WRITERS)]
+    reports = run_spawned(_log_worker, args)
     assert [error for _, error in reports if error] == []
     assert sum(appended for appended, _ in reports) == 30
     assert store.size() == base + 30

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import multiprocessing
-import queue
 import random
 import time
 import traceback
@@ -29,12 +27,12 @@ from evidence.store import Store
 from evidence.verify import open_checkpoint, verify_log
 from schemas.key_event import KEY_EVENT
 from tests.conftest import statement
+from tests.spawned import TIMEOUT_S, run_spawned
 
 WORKERS = 6
 BATCHES = 30
 MAX_BATCH = 5
 STRIDE = 1_000_000  # statement numbers of worker w start at (w + 1) * STRIDE: never shared
-TIMEOUT_S = 120
 
 
 @dataclass(frozen=True)
@@ -90,41 +88,13 @@ def _append_worker(
         results.put((worker, done, traceback.format_exc()))
 
 
-def _result(results: Any, procs: list[Any]) -> Any:
-    """The next worker's report; fails at once if every worker is gone without one."""
-    deadline = time.monotonic() + TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            return results.get(timeout=1)
-        except queue.Empty:
-            if not any(p.is_alive() for p in procs):
-                pytest.fail(f"workers died without reporting: {[p.exitcode for p in procs]}")
-    pytest.fail(f"no report from the workers within {TIMEOUT_S} s")
-
-
 def _run_workers(home: Home) -> list[Batch]:
     """Starts WORKERS spawned processes against `home`; returns every batch, in index order."""
-    ctx = multiprocessing.get_context("spawn")
-    start = ctx.Barrier(WORKERS)
-    results = ctx.Queue()
-    procs = [
-        ctx.Process(
-            target=_append_worker, args=(str(home.path), home.database_url, w, start, results)
-        )
-        for w in range(WORKERS)
-    ]
-    for p in procs:
-        p.start()
-    try:
-        collected = [_result(results, procs) for _ in procs]
-    finally:
-        for p in procs:
-            p.join(timeout=TIMEOUT_S)
-            if p.is_alive():
-                p.kill()
+    collected = run_spawned(
+        _append_worker, [(str(home.path), home.database_url, w) for w in range(WORKERS)]
+    )
     errors = [f"worker {w}:\n{error}" for w, _, error in collected if error]
     assert not errors, "\n".join(errors)
-    assert [p.exitcode for p in procs] == [0] * WORKERS
     batches = [b for _, done, _ in collected for b in done]
     assert len(batches) == WORKERS * BATCHES
     return sorted(batches, key=lambda b: b.first)
