@@ -21,6 +21,7 @@ from evidence.canonical import canonical_bytes, parse_json
 from evidence.errors import InputError, VerificationError
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+_IN_TOTO_TYPE_BYTES = IN_TOTO_PAYLOAD_TYPE.encode()
 _PLAIN = re.compile(r"[ !#-\[\]-~]*")
 
 
@@ -50,6 +51,23 @@ def b64decode(text: object, *, what: str) -> bytes:
         return base64.b64decode(padded, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InputError(f"{what} is not valid base64") from exc
+
+
+def _b64(data: bytes) -> bytes:
+    return binascii.b2a_base64(data, newline=False)
+
+
+_ENVELOPE = b'{"payload":"%s","payloadType":"%s","signatures":[%s]}'
+_SIGNATURE = b'{"keyid":"%s","sig":"%s"}'
+
+
+def envelope_bytes(payload: bytes, keyid: str, sig: bytes) -> bytes:
+    """`Envelope(in-toto, payload, one signature).canonical()` without building the envelope:
+    the log writes one for every statement it signs."""
+    if not _PLAIN.fullmatch(keyid):
+        return Envelope(IN_TOTO_PAYLOAD_TYPE, payload, (Signature(keyid, sig),)).canonical()
+    signature = _SIGNATURE % (keyid.encode(), _b64(sig))
+    return _ENVELOPE % (_b64(payload), _IN_TOTO_TYPE_BYTES, signature)
 
 
 @dataclass(frozen=True)
@@ -84,15 +102,8 @@ class Envelope:
             and all(_PLAIN.fullmatch(s.keyid) for s in self.signatures)
         ):
             return canonical_bytes(self.to_dict(), what="envelope")
-        sigs = ",".join(
-            f'{{"keyid":"{s.keyid}","sig":"{base64.b64encode(s.sig).decode()}"}}'
-            for s in self.signatures
-        )
-        payload = base64.b64encode(self.payload).decode()
-        text = (
-            f'{{"payload":"{payload}","payloadType":"{self.payload_type}","signatures":[{sigs}]}}'
-        )
-        return text.encode()
+        sigs = b",".join(_SIGNATURE % (s.keyid.encode(), _b64(s.sig)) for s in self.signatures)
+        return _ENVELOPE % (_b64(self.payload), self.payload_type.encode(), sigs)
 
     @classmethod
     def from_dict(cls, obj: Any, *, what: str = "envelope") -> Envelope:

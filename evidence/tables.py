@@ -17,6 +17,7 @@ from sqlalchemy import (
     LargeBinary,
     Table,
     func,
+    literal_column,
     text,
 )
 from sqlalchemy.schema import CreateIndex
@@ -40,10 +41,7 @@ class EntryRow(SQLModel, table=True):
 
 class SubjectRow(SQLModel, table=True):
     __tablename__ = "subjects"
-    __table_args__ = (
-        Index("ix_subjects_digest", "digest", "algorithm"),
-        {"sqlite_with_rowid": False},
-    )
+    __table_args__ = {"sqlite_with_rowid": False}
 
     entry_idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     position: int = Field(primary_key=True)
@@ -102,6 +100,16 @@ LOG_TABLES = (entries, subjects, nodes, checkpoints, meta)
 LEAF_PREFIX_BYTES = 8
 leaf_prefix = func.substr(entries.c.leaf_hash, 1, LEAF_PREFIX_BYTES)
 Index("ix_entries_leaf_prefix", leaf_prefix)
+
+# Subjects are found by digest the same way, through its first 16 hex characters (64 bits). The
+# whole-digest index that logs made before it still carry (ix_subjects_digest) cost a batched
+# append a sixth of its time: 90 random bytes an entry against 30.
+# Queries must spell the expression with literals, as here, for the planners to match it.
+DIGEST_PREFIX_CHARS = 16
+digest_prefix = func.substr(
+    subjects.c.digest, literal_column("1"), literal_column(str(DIGEST_PREFIX_CHARS))
+)
+Index("ix_subjects_digest_prefix", digest_prefix)
 
 _PG_FUNCTION = """
 CREATE OR REPLACE FUNCTION annex_append_only() RETURNS trigger LANGUAGE plpgsql AS $$

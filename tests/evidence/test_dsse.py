@@ -15,7 +15,15 @@ from securesystemslib.exceptions import VerificationError as SslVerificationErro
 from securesystemslib.signer import SSlibKey
 
 from evidence.canonical import canonical_bytes
-from evidence.dsse import Envelope, Signature, pae, sign_envelope, verify_envelope
+from evidence.dsse import (
+    IN_TOTO_PAYLOAD_TYPE,
+    Envelope,
+    Signature,
+    envelope_bytes,
+    pae,
+    sign_envelope,
+    verify_envelope,
+)
 from evidence.errors import InputError, VerificationError
 from evidence.keys import Signer
 from tests.conftest import statement
@@ -95,6 +103,23 @@ def test_canonical_envelope_equals_rfc8785(
     except rfc8785.CanonicalizationError:
         return  # e.g. a lone surrogate in a keyid: not representable
     assert envelope.canonical() == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payload=st.binary(max_size=300),
+    keyid=st.text(max_size=8) | st.from_regex(r"[0-9a-f]{64}", fullmatch=True),
+    sig=st.binary(min_size=64, max_size=64),
+)
+def test_the_logs_own_envelope_bytes_are_rfc8785(payload: bytes, keyid: str, sig: bytes) -> None:
+    """`envelope_bytes`, which the log writes for every statement it signs, skips building an
+    Envelope; its bytes must still be the RFC 8785 form of that envelope."""
+    envelope = Envelope(IN_TOTO_PAYLOAD_TYPE, payload, (Signature(keyid, sig),))
+    try:
+        expected = rfc8785.dumps(envelope.to_dict())
+    except rfc8785.CanonicalizationError:
+        return
+    assert envelope_bytes(payload, keyid, sig) == expected
 
 
 def test_unknown_keys_are_not_enough() -> None:

@@ -1,0 +1,176 @@
+"""Large appends sign in a helper process while the store writes (evidence/signing_process.py),
+on SQLite and PostgreSQL: the entries are the ones a small append makes, a bad statement or a
+helper that dies appends nothing, a rotated key gets a new helper; and subjects are found by
+digest through the prefix index."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import struct
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import text
+
+from evidence.errors import InputError, StoreError, TrustError
+from evidence.home import Home
+from evidence.signing_process import SigningProcess, serve
+from evidence.store import OVERLAP_FROM, FixedKeys, Store, _subject_filter, prepare_statements
+from evidence.verify import verify_log
+from tests.conftest import statement
+
+LARGE = OVERLAP_FROM + 100
+
+
+def batch(start: int, n: int = LARGE) -> list[dict[str, Any]]:
+    return [statement(i) for i in range(start, start + n)]
+
+
+def helper_pid(store: Store) -> int:
+    assert store._signing is not None, "the large append did not use the signing process"
+    return store._signing._child.pid
+
+
+def test_a_large_append_writes_what_a_small_one_would(store: Store, home: Home) -> None:
+    statements = batch(0)
+    size = store.size()
+    result = store.append(statements)
+    assert list(result.indices) == list(range(size, size + LARGE))
+    helper_pid(store)
+    # Ed25519 is deterministic: the same key over the same statements gives the same leaves.
+    names = [f"statement {i + 1}" for i in range(LARGE)]
+    expected = prepare_statements(statements, home.signer(), names)
+    assert result.leaf_hashes == tuple(p.leaf for p in expected)
+    assert store.get(size + 7).envelope_bytes == expected[7].envelope
+    assert store.checkpoint().size == size + LARGE == result.checkpoint.size
+    assert verify_log(store, home.trust()).size == size + LARGE
+    store.append([statement(10**6)])  # and a small append after it goes on from there
+    assert verify_log(store, home.trust()).size == size + LARGE + 1
+
+
+def test_a_bad_statement_deep_in_a_large_batch_appends_nothing(store: Store, home: Home) -> None:
+    store.append(batch(0))
+    size = store.size()
+    statements = batch(LARGE)
+    statements[OVERLAP_FROM - 3]["subject"][0]["digest"]["sha256"] = "ABC"
+    with pytest.raises(InputError, match=rf"statement {OVERLAP_FROM - 2}: subject\.0\.digest"):
+        store.append(statements)
+    assert store.size() == size and store.checkpoint().size == size
+    statements[OVERLAP_FROM - 3] = statement(-1)
+    assert store.append(statements).first_index == size
+    assert verify_log(store, home.trust()).size == size + LARGE
+
+
+def test_a_helper_that_died_between_appends_is_started_again(store: Store, home: Home) -> None:
+    store.append(batch(0))
+    first = helper_pid(store)
+    os.kill(first, signal.SIGKILL)
+    store._signing._child.wait()  # type: ignore[union-attr]
+    store.append(batch(LARGE))
+    assert helper_pid(store) != first
+    assert verify_log(store, home.trust()).size == 1 + 2 * LARGE
+
+
+def test_a_helper_that_dies_during_an_append_appends_nothing(
+    store: Store, home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.append(batch(0))
+    size = store.size()
+    original = SigningProcess.collect
+
+    def dying(self: SigningProcess) -> list[bytes]:
+        os.kill(self._child.pid, signal.SIGKILL)
+        self._child.wait()
+        return original(self)
+
+    monkeypatch.setattr(SigningProcess, "collect", dying)
+    with pytest.raises(StoreError, match="signing process stopped"):
+        store.append(batch(LARGE))
+    monkeypatch.undo()
+    assert store.size() == size and store._signing is None
+    assert store.append(batch(LARGE)).first_index == size
+    assert verify_log(store, home.trust()).size == size + LARGE
+
+
+def test_a_rotated_key_gets_a_helper_of_its_own(store: Store, home: Home) -> None:
+    old_signer = home.signer()
+    store.append(batch(0))
+    _, new = home.rotate(reason="yearly")
+    result = store.append(batch(LARGE))
+    assert store.get(result.first_index).keyid == new.keyid != old_signer.keyid
+    assert store._signing is not None and store._signing.public_bytes != old_signer.public_bytes
+    assert verify_log(store, home.trust()).size == result.checkpoint.size
+    stale = Store.open(home.db_url, keys=FixedKeys(old_signer, home.trust()))
+    with stale, pytest.raises(TrustError, match="retired"):
+        stale.append(batch(2 * LARGE))
+    assert store.size() == result.checkpoint.size
+
+
+def test_closing_the_store_stops_the_helper(home: Home) -> None:
+    with home.open_store(write=True) as store:
+        store.append(batch(0))
+        child = store._signing._child  # type: ignore[union-attr]
+    assert child.poll() is not None and store._signing is None
+
+
+def test_the_helper_protocol_signs_in_order_with_the_key_it_was_given() -> None:
+    """`serve` is the child's loop: the key, then chunks of length-prefixed messages."""
+    key = Ed25519PrivateKey.generate()
+    raw = key.private_bytes_raw()
+    chunks = [[b"first", b"", b"x" * 5000], [b"last"]]
+    wire = raw + b"".join(
+        struct.pack(f"<{len(c) + 1}I", len(c), *map(len, c)) + b"".join(c) for c in chunks
+    )
+    out = io.BytesIO()
+    serve(io.BytesIO(wire), out)
+    answer = out.getvalue()
+    assert answer[:32] == key.public_key().public_bytes_raw()
+    sigs = [answer[32 + 64 * i : 32 + 64 * (i + 1)] for i in range(4)]
+    assert len(answer) == 32 + 64 * 4
+    for sig, message in zip(sigs, [m for c in chunks for m in c], strict=True):
+        key.public_key().verify(sig, message)
+
+
+def test_a_real_helper_signs_what_the_key_signs() -> None:
+    key = Ed25519PrivateKey.generate()
+    helper = SigningProcess(key)
+    try:
+        messages = [b"message %d" % i for i in range(300)]
+        helper.submit(messages[:200])
+        helper.submit(messages[200:])
+        assert helper.collect() + helper.collect() == [key.sign(m) for m in messages]
+    finally:
+        helper.close()
+    assert not helper.alive
+
+
+def test_subjects_are_found_by_digest_through_the_prefix_index(sqlite_home: Home) -> None:
+    with sqlite_home.open_store(write=True) as store:
+        store.append(batch(0, 50))
+        query = _subject_filter("sha256:" + "ab" * 32, None).compile(store.engine)
+        params = tuple(query.params[k] for k in query.positiontup or ())
+        with store.engine.connect() as conn:
+            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", params).all()
+    assert any("USING INDEX ix_subjects_digest_prefix" in str(row) for row in plan), plan
+
+
+def test_a_log_with_the_old_digest_index_gets_the_prefix_index(home: Home) -> None:
+    wanted = statement(7)["subject"][0]["digest"]["sha256"]
+    with home.open_store(write=True) as store:
+        store.append(batch(0, 20))
+        with store.engine.begin() as conn:
+            conn.execute(text("DROP INDEX ix_subjects_digest_prefix"))
+            conn.execute(text("CREATE INDEX ix_subjects_digest ON subjects (digest, algorithm)"))
+    with home.open_store() as store:  # a reader finds subjects without the new index
+        assert [e.index for e in store.query(subject_digest=wanted)] == [8]
+    with home.open_store(write=True) as store, store.engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            sql = "SELECT name FROM sqlite_master WHERE type = 'index'"
+        else:
+            sql = "SELECT indexname FROM pg_indexes WHERE tablename = 'subjects'"
+        assert "ix_subjects_digest_prefix" in {row[0] for row in conn.execute(text(sql))}
+        assert [e.index for e in store.query(subject_digest=f"sha256:{wanted}")] == [8]
+        assert store.query(subject_digest=f"sha256:{wanted[:16]}{'0' * 48}") == []
