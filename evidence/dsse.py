@@ -64,7 +64,7 @@ _SIGNATURE = b'{"keyid":"%s","sig":"%s"}'
 def envelope_bytes(payload: bytes, keyid: str, sig: bytes) -> bytes:
     """`Envelope(in-toto, payload, one signature).canonical()` without building the envelope:
     the log writes one for every statement it signs."""
-    if not _PLAIN.fullmatch(keyid):
+    if not (keyid.isascii() and keyid.isalnum()) and not _PLAIN.fullmatch(keyid):
         return Envelope(IN_TOTO_PAYLOAD_TYPE, payload, (Signature(keyid, sig),)).canonical()
     signature = _SIGNATURE % (keyid.encode(), _b64(sig))
     return _ENVELOPE % (_b64(payload), _IN_TOTO_TYPE_BYTES, signature)

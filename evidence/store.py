@@ -95,8 +95,30 @@ SCHEMA_VERSION = "1"
 # From this many statements, `append` signs in a helper process while it writes (about twice as
 # fast); below it, starting the helper (some 70 ms, once a store) would cost more than it saves.
 OVERLAP_FROM = 512
-_SIGN_CHUNK = 128  # statements a chunk: small enough to start writing soon after the lock
+_SIGN_CHUNK = 128  # statements a chunk at most
+_FIRST_CHUNK = 16
 _CHUNKS_AHEAD = 2  # chunks sent to the signer before the first is collected
+
+
+def sign_chunks(n: int) -> list[range]:
+    """Chunks of `n` statements, small at both ends and `_SIGN_CHUNK` long in between: while
+    the first is signed the writer has nothing to insert, and while it inserts the last the
+    helper has nothing to sign."""
+    head: list[int] = []
+    tail: list[int] = []
+    size, left = _FIRST_CHUNK, n
+    while left > 0:
+        for end in (head, tail):
+            take = min(size, left)
+            if take:
+                end.append(take)
+                left -= take
+        size = min(2 * size, _SIGN_CHUNK)
+    out, start = [], 0
+    for size in head + tail[::-1]:
+        out.append(range(start, start + size))
+        start += size
+    return out
 
 
 @dataclass(frozen=True)
@@ -397,22 +419,22 @@ class Store:
             self._check_windows_of(trust, signer, size, len(statements))
             rows = _Rows(self._right_edge(conn, size))
             helper = self._signing_process(signer)
-            starts = range(0, len(statements), _SIGN_CHUNK)
+            chunks = sign_chunks(len(statements))
             sent: deque[list[tuple[bytes, Metadata, str]]] = deque()
 
-            def send(start: int) -> None:
-                end = start + _SIGN_CHUNK
+            def send(chunk: range) -> None:
+                start, end = chunk.start, chunk.stop
                 checked = check_statements(statements[start:end], labels[start:end])
                 helper.submit([pae(IN_TOTO_PAYLOAD_TYPE, payload) for payload, _, _ in checked])
                 sent.append(checked)
 
             try:
-                for start in starts[:_CHUNKS_AHEAD]:
-                    send(start)
-                for k in range(len(starts)):
+                for chunk in chunks[:_CHUNKS_AHEAD]:
+                    send(chunk)
+                for k in range(len(chunks)):
                     sigs = helper.collect()
-                    if k + _CHUNKS_AHEAD < len(starts):
-                        send(starts[k + _CHUNKS_AHEAD])
+                    if k + _CHUNKS_AHEAD < len(chunks):
+                        send(chunks[k + _CHUNKS_AHEAD])
                     rows.add(
                         [
                             _signed(payload, metadata, signer.keyid, sig, where)

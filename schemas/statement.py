@@ -8,6 +8,7 @@ from the moment it was logged.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 from typing import Any, Literal
@@ -37,16 +38,17 @@ DIGEST_HEX_LENGTHS: dict[str, int] = {
     "gitBlob": 40,
 }
 
-_HEX = re.compile(r"[0-9a-f]+")
+_HEX_DIGITS = "0123456789abcdef"
 _ALGORITHM = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+")
 
 
+# The log checks every statement it signs; these checks once cost a sixth of a batched append.
 def check_digest(algorithm: str, value: str) -> None:
     """Raises ValueError unless `value` is a lowercase hex digest plausible for `algorithm`."""
-    if not _ALGORITHM.fullmatch(algorithm):
+    if algorithm not in DIGEST_HEX_LENGTHS and not _ALGORITHM.fullmatch(algorithm):
         raise ValueError(f"digest algorithm {algorithm!r} is not a valid name")
-    if not _HEX.fullmatch(value):
+    if not value or value.strip(_HEX_DIGITS):  # what strip leaves is not lowercase hex
         raise ValueError(f"{algorithm} digest {value!r} is not lowercase hex")
     expected = DIGEST_HEX_LENGTHS.get(algorithm)
     if expected is not None and len(value) != expected:
@@ -62,6 +64,11 @@ def parse_timestamp(value: str) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {value!r} has no UTC offset")
     return moment
+
+
+@functools.lru_cache(maxsize=4096)  # a log sees few predicate types, each many times
+def _is_uri(value: str) -> bool:
+    return _URI.fullmatch(value) is not None
 
 
 class ResourceDescriptor(BaseModel):
@@ -93,7 +100,7 @@ class Statement(BaseModel):
     @field_validator("predicate_type")
     @classmethod
     def _predicate_type_is_uri(cls, value: str) -> str:
-        if not _URI.fullmatch(value):
+        if not _is_uri(value):
             raise ValueError(f"predicateType {value!r} is not a URI")
         return value
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from schemas.statement import Statement, check_digest, predicate_type
+from schemas.statement import DIGEST_HEX_LENGTHS, Statement, check_digest, predicate_type
 from tests.conftest import statement
 
 
@@ -56,3 +59,27 @@ def test_statements_are_frozen() -> None:
 def test_predicate_type_uris_are_versioned() -> None:
     assert predicate_type("gpu-inventory") == "https://annex.dev/predicates/gpu-inventory/v1"
     assert predicate_type("eval-run", 2).endswith("/eval-run/v2")
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    algorithm=st.sampled_from(["sha256", "myhash", "x-1", "1bad", "", "sha 256", "é"])
+    | st.text(max_size=6),
+    value=st.text(alphabet="0123456789abcdefABCDEF g\n\u0661", max_size=70),
+)
+def test_check_digest_takes_exactly_lowercase_hex_of_a_named_algorithm(
+    algorithm: str, value: str
+) -> None:
+    """`check_digest` avoids regular expressions on its common path; it must still accept
+    exactly what they describe."""
+    expected_length = DIGEST_HEX_LENGTHS.get(algorithm)
+    valid = (
+        re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", algorithm) is not None
+        and re.fullmatch(r"[0-9a-f]+", value) is not None
+        and (expected_length is None or len(value) == expected_length)
+    )
+    if valid:
+        check_digest(algorithm, value)
+    else:
+        with pytest.raises(ValueError):
+            check_digest(algorithm, value)
