@@ -8,7 +8,9 @@ from __future__ import annotations
 import io
 import os
 import signal
+import sqlite3
 import struct
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -174,3 +176,31 @@ def test_a_log_with_the_old_digest_index_gets_the_prefix_index(home: Home) -> No
         assert "ix_subjects_digest_prefix" in {row[0] for row in conn.execute(text(sql))}
         assert [e.index for e in store.query(subject_digest=f"sha256:{wanted}")] == [8]
         assert store.query(subject_digest=f"sha256:{wanted[:16]}{'0' * 48}") == []
+
+
+def _pragma(store: Store, name: str) -> object:
+    with store.engine.connect() as conn:
+        return conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+
+
+def test_a_new_sqlite_log_is_durable_with_large_pages(sqlite_home: Home) -> None:
+    with sqlite_home.open_store(write=True) as store:
+        assert _pragma(store, "journal_mode") == "wal"
+        assert _pragma(store, "synchronous") == 2  # FULL: the WAL is fsynced at every commit
+        assert _pragma(store, "page_size") == 16384
+        assert _pragma(store, "wal_autocheckpoint") == 40 * 2**20 // 16384
+
+
+def test_a_log_made_with_small_pages_keeps_them(tmp_path: Path) -> None:
+    """Logs made before the page size changed keep 4 KiB pages; the WAL limit follows them."""
+    database = tmp_path / "old.db"
+    with sqlite3.connect(database) as conn:
+        conn.execute("PRAGMA page_size=4096")
+        conn.execute("PRAGMA journal_mode=WAL")
+    home = Home(tmp_path / "annex", f"sqlite:///{database}")
+    home.init("old.example/log")
+    with home.open_store(write=True) as store:
+        store.append(batch(0, 20))
+        assert _pragma(store, "page_size") == 4096
+        assert _pragma(store, "wal_autocheckpoint") == 40 * 2**20 // 4096
+        assert verify_log(store, home.trust()).size == 21
