@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import struct
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO
 
 from cryptography.hazmat.primitives import serialization
@@ -32,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from evidence.errors import StoreError
 
 SIGNATURE_BYTES = 64
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 _KEY_BYTES = 32
 _U32 = struct.Struct("<I")
 
@@ -61,7 +64,11 @@ class SigningProcess:
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
         self.public_bytes = public
+        self.owner_pid = os.getpid()  # a forked child must not write into this pipe too
         self._pending: list[int] = []
+        # The child imports this module by name, from wherever this copy of Annex lives.
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
         try:
             self._child = subprocess.Popen(
                 [sys.executable, "-m", __name__],
@@ -69,6 +76,7 @@ class SigningProcess:
                 stdout=subprocess.PIPE,
                 bufsize=0,
                 close_fds=True,
+                env=env,
             )
         except OSError as exc:
             raise StoreError(f"cannot start the signing process: {exc}") from exc
@@ -143,4 +151,7 @@ def serve(source: IO[bytes], sink: IO[bytes]) -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl-C in a terminal reaches the whole process group; the writer decides what happens,
+    # and this process ends when the writer closes its input or dies.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     serve(os.fdopen(0, "rb", buffering=0), os.fdopen(1, "wb", buffering=0))

@@ -34,6 +34,7 @@ not checked: signing the same statement again is a new observation by the log.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -453,6 +454,8 @@ class Store:
 
     def _signing_process(self, signer: Signer) -> SigningProcess:
         helper = self._signing
+        if helper is not None and helper.owner_pid != os.getpid():
+            helper = self._signing = None  # this process was forked: the helper is the parent's
         if helper is not None and (helper.public_bytes != signer.public_bytes or not helper.alive):
             self._stop_signing_process()  # the log key was rotated, or the helper died
             helper = None
@@ -462,7 +465,7 @@ class Store:
 
     def _stop_signing_process(self) -> None:
         helper, self._signing = self._signing, None
-        if helper is not None:
+        if helper is not None and helper.owner_pid == os.getpid():
             helper.close()
 
     def _finish(self, conn: Connection, rows: _Rows, signer: Signer) -> AppendResult:

@@ -204,3 +204,28 @@ def test_a_log_made_with_other_pages_keeps_them(tmp_path: Path) -> None:
         assert _pragma(store, "page_size") == 16384
         assert _pragma(store, "wal_autocheckpoint") == 40 * 2**20 // 16384
         assert verify_log(store, home.trust()).size == 21
+
+
+def test_the_helper_ignores_ctrl_c_and_goes_on_signing(store: Store, home: Home) -> None:
+    """Ctrl-C reaches the whole process group; the writer, not the helper, decides."""
+    store.append(batch(0))
+    pid = helper_pid(store)
+    os.kill(pid, signal.SIGINT)
+    store.append(batch(LARGE))
+    assert helper_pid(store) == pid
+    assert verify_log(store, home.trust()).size == 1 + 2 * LARGE
+
+
+def test_a_forked_process_starts_its_own_helper(store: Store, home: Home) -> None:
+    """After a fork the helper's pipes are shared with the parent: the child must not use or
+    stop them (here the fork is simulated by the owner's pid)."""
+    store.append(batch(0))
+    parents = store._signing
+    assert parents is not None
+    parents.owner_pid = -1
+    try:
+        store.append(batch(LARGE))
+        assert store._signing is not parents and parents.alive
+    finally:
+        parents.close()
+    assert verify_log(store, home.trust()).size == 1 + 2 * LARGE
