@@ -156,7 +156,7 @@ def bench_proofs(root: Path, sizes: list[int], raw_sign: float) -> list[tuple[in
             growth = (
                 f"; appends (batch {GROWTH_BATCH}) just before: {grown:,.0f}/s = "
                 f"{grown / raw_sign:.0%} of raw signing"
-                if appended == 10 * GROWTH_BATCH  # the first sizes hold fewer, one starting up
+                if appended >= 5 * GROWTH_BATCH  # the first size holds one batch, starting up
                 else ""
             )
             print(

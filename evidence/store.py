@@ -18,7 +18,7 @@ Sequencing
 Signing happens before the lock; inside it, one writer at a time reads the tree size and the
 O(log n) hashes on the tree's right edge, writes the batch and signs the checkpoint. Writers in
 many processes or on many hosts (PostgreSQL) therefore get consecutive indices and one tree.
-A large `append` (`OVERLAP_FROM` statements or more, on more than one core) is the exception:
+A large `append` (on more than one core: see `OVERLAP_FROM` for how large) is the exception:
 it checks and signs its statements under the lock, chunk by chunk in a helper process
 (evidence/signing_process.py) while it inserts the chunks already signed, because in one
 process signing and writing cannot overlap. Other writers wait for the whole batch meanwhile.
@@ -93,9 +93,13 @@ from schemas.statement import Statement
 
 SCHEMA_VERSION = "1"
 
-# From this many statements, `append` signs in a helper process while it writes (about twice as
-# fast); below it, starting the helper (some 70 ms, once a store) would cost more than it saves.
+# From this many statements `append` signs in a helper process while it writes (batches of a
+# thousand half again as fast). Starting the helper costs some 70 ms, once a store: an append of
+# OVERLAP_FROM starts it, and so does a store that has signed BUSY_AFTER statements in smaller
+# batches (a service, a sweep); once it runs, batches of OVERLAP_RUNNING use it too.
 OVERLAP_FROM = 512
+OVERLAP_RUNNING = 64
+BUSY_AFTER = 4096
 _SIGN_CHUNK = 128  # statements a chunk at most
 _FIRST_CHUNK = 16
 _CHUNKS_AHEAD = 2  # chunks sent to the signer before the first is collected
@@ -266,6 +270,7 @@ class Store:
         self.origin = origin
         self.keys = keys
         self._signing: SigningProcess | None = None  # started by the first large append
+        self._signed = 0  # statements this store signed without the helper
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -337,8 +342,9 @@ class Store:
         """
         signer, _ = self._writer()
         names = labels or [f"statement {i + 1}" for i in range(len(statements))]
-        if len(statements) >= OVERLAP_FROM and workers() > 1:
+        if self._overlap(len(statements)):
             return self._append_overlapped(statements, names)
+        self._signed += len(statements)
         batch = prepare_statements(statements, signer, names)
         return self._commit(lambda _size: batch)
 
@@ -451,6 +457,13 @@ class Store:
             return self._finish(conn, rows, signer)
 
         return self._locked(run)
+
+    def _overlap(self, count: int) -> bool:
+        """Whether an append of `count` statements signs in the helper process."""
+        if count < OVERLAP_RUNNING or workers() == 1:
+            return False
+        running = self._signing is not None and self._signing.owner_pid == os.getpid()
+        return running or count >= OVERLAP_FROM or self._signed >= BUSY_AFTER
 
     def _signing_process(self, signer: Signer) -> SigningProcess:
         helper = self._signing

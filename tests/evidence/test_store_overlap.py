@@ -20,7 +20,14 @@ from sqlalchemy import text
 from evidence.errors import InputError, StoreError, TrustError
 from evidence.home import Home
 from evidence.signing_process import SigningProcess, serve
-from evidence.store import OVERLAP_FROM, FixedKeys, Store, _subject_filter, prepare_statements
+from evidence.store import (
+    OVERLAP_FROM,
+    OVERLAP_RUNNING,
+    FixedKeys,
+    Store,
+    _subject_filter,
+    prepare_statements,
+)
 from evidence.verify import verify_log
 from tests.conftest import statement
 
@@ -229,3 +236,36 @@ def test_a_forked_process_starts_its_own_helper(store: Store, home: Home) -> Non
     finally:
         parents.close()
     assert verify_log(store, home.trust()).size == 1 + 2 * LARGE
+
+
+def test_a_busy_store_starts_the_helper_for_middling_batches(
+    sqlite_home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-off append of a hundred never pays for starting the helper; a store that keeps
+    signing (a service, a sweep) does, and then batches of OVERLAP_RUNNING use it."""
+    import evidence.store as module
+
+    monkeypatch.setattr(module, "BUSY_AFTER", 300)
+    with sqlite_home.open_store(write=True) as store:
+        for start in range(0, 300, 100):
+            store.append(batch(start, 100))
+            assert store._signing is None
+        store.append(batch(300, OVERLAP_RUNNING - 1))  # too small, however busy
+        assert store._signing is None
+        store.append(batch(400, OVERLAP_RUNNING))
+        pid = helper_pid(store)
+        store.append(batch(500, OVERLAP_RUNNING))
+        assert helper_pid(store) == pid
+        assert verify_log(store, sqlite_home.trust()).size == 1 + 300 + 3 * OVERLAP_RUNNING - 1
+
+
+def test_a_new_store_starts_the_helper_for_a_large_batch_only(
+    sqlite_home: Home,
+) -> None:
+    with sqlite_home.open_store(write=True) as store:
+        store.append(batch(0, OVERLAP_FROM - 1))
+        assert store._signing is None
+        store.append(batch(OVERLAP_FROM, OVERLAP_FROM))
+        pid = helper_pid(store)
+        store.append(batch(2 * OVERLAP_FROM, OVERLAP_RUNNING))
+        assert helper_pid(store) == pid
