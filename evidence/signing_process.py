@@ -7,9 +7,9 @@ process has its own GIL. The writer streams the messages of one chunk down a pip
 64-byte signatures back in order while it checks, hashes and inserts the chunks already signed.
 
 The child holds the log key in memory only, as the writer does; it gets the raw key on its
-standard input (never a command line or a file) and answers with the public key first, so a
-child that loaded a different key is refused before it signs anything. It exits when its input
-closes, which happens when the writer closes it or dies.
+standard input (never a command line or a file) and answers with the public key first, so the
+signatures of a child that loaded a different key are refused before any is used. It exits when
+its input closes, which happens when the writer closes it or dies.
 
 Wire format, both ways on plain pipes: the writer sends the 32-byte private key once, then per
 chunk a little-endian u32 count, `count` u32 lengths and the messages back to back; the child
@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from evidence.errors import StoreError
@@ -55,14 +54,8 @@ class SigningProcess:
     """A child process that signs with one Ed25519 key, in order, chunk by chunk."""
 
     def __init__(self, private_key: Ed25519PrivateKey) -> None:
-        raw = private_key.private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
-        public = private_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        raw = private_key.private_bytes_raw()
+        public = private_key.public_key().public_bytes_raw()
         self.public_bytes = public
         self.owner_pid = os.getpid()  # a forked child must not write into this pipe too
         self._pending: list[int] = []
@@ -84,9 +77,8 @@ class SigningProcess:
         self._in: IO[bytes] = self._child.stdin
         self._out: IO[bytes] = self._child.stdout
         self._send(raw)
-        if _read_exactly(self._out, len(public)) != public:
-            self.close()
-            raise StoreError("the signing process did not load the log key")
+        self._key_checked = False  # its answer is read with the first signatures: the child
+        # starts (some 50 ms) while the writer checks the first chunks
 
     def _send(self, data: bytes) -> None:
         view = memoryview(data)
@@ -108,6 +100,10 @@ class SigningProcess:
 
     def collect(self) -> list[bytes]:
         """The signatures of the oldest chunk submitted and not yet collected."""
+        if not self._key_checked:
+            if _read_exactly(self._out, len(self.public_bytes)) != self.public_bytes:
+                raise StoreError("the signing process did not load the log key")
+            self._key_checked = True
         count = self._pending.pop(0)
         data = _read_exactly(self._out, count * SIGNATURE_BYTES)
         if len(data) != count * SIGNATURE_BYTES:
@@ -131,10 +127,11 @@ class SigningProcess:
 
 def serve(source: IO[bytes], sink: IO[bytes]) -> None:
     """The child's loop: load the key, then sign chunk after chunk until the input ends."""
-    key = Ed25519PrivateKey.from_private_bytes(_read_exactly(source, _KEY_BYTES))
-    sink.write(
-        key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    )
+    raw = _read_exactly(source, _KEY_BYTES)
+    if len(raw) != _KEY_BYTES:
+        return  # the writer went away before it sent the key
+    key = Ed25519PrivateKey.from_private_bytes(raw)
+    sink.write(key.public_key().public_bytes_raw())
     sink.flush()
     sign = key.sign
     while header := _read_exactly(source, _U32.size):

@@ -156,6 +156,17 @@ def test_a_real_helper_signs_what_the_key_signs() -> None:
     assert not helper.alive
 
 
+def test_a_helper_answering_with_another_key_is_refused() -> None:
+    helper = SigningProcess(Ed25519PrivateKey.generate())
+    try:
+        helper.public_bytes = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+        helper.submit([b"message"])
+        with pytest.raises(StoreError, match="did not load the log key"):
+            helper.collect()
+    finally:
+        helper.close()
+
+
 def test_subjects_are_found_by_digest_through_the_prefix_index(sqlite_home: Home) -> None:
     with sqlite_home.open_store(write=True) as store:
         store.append(batch(0, 50))
