@@ -3,10 +3,10 @@
 Durability contract
 -------------------
 An append is acknowledged when `Store.append` or `Store.append_envelopes` returns. Before it
-returns, one database transaction has committed the entries, their subject rows, every tree node
-they complete, and a checkpoint signed over the new tree size. SQLite commits in WAL mode with
-synchronous=FULL (the WAL is fsynced before COMMIT returns); PostgreSQL commits with its default
-synchronous_commit=on. Hence:
+returns, one database transaction has committed the entries (each with its leaf hash), their
+subject rows, every tree node above the leaves that they complete, and a checkpoint signed over
+the new tree size. SQLite commits in WAL mode with synchronous=FULL (the WAL is fsynced before
+COMMIT returns); PostgreSQL commits with its default synchronous_commit=on. Hence:
 - an acknowledged append survives the death of the process, a crash of the machine and a power
   cut (as far as the disk honours fsync);
 - an append that was not acknowledged is wholly present or wholly absent: never an index gap, an
@@ -689,7 +689,12 @@ class Store:
         return [fold([found[n] for n in part]) for part in parts]
 
     def _fetch_nodes(self, conn: Connection, wanted: Sequence[Node]) -> dict[Node, bytes]:
-        """Reads stored subtree hashes in one query; a missing one means a damaged database."""
+        """Reads stored subtree hashes in one query; a missing one means a damaged database.
+
+        A leaf's hash (level 0) is its entry's leaf_hash: logs keep no level-0 tree nodes since
+        that row cost every append a quarter of its inserts (logs made before still hold them,
+        unread). Higher levels come from tree_nodes.
+        """
         if not wanted:
             return {}
         keys = sorted(set(wanted))
@@ -698,12 +703,23 @@ class Store:
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         found: dict[Node, bytes] = {}
         for start in range(0, len(keys), _LOOKUP_CHUNK):
-            chunk = keys[start : start + _LOOKUP_CHUNK]  # two parameters a node
-            where = " OR ".join([f"(level = {mark} AND idx = {mark})"] * len(chunk))
-            params = tuple(v for n in chunk for v in (n.level, n.index))
-            rows = conn.exec_driver_sql(
-                f"SELECT level, idx, hash FROM {nodes.name} WHERE {where}", params
-            ).all()
+            chunk = keys[start : start + _LOOKUP_CHUNK]  # two parameters a node at most
+            leaves = tuple(n.index for n in chunk if n.level == 0)
+            inner = [n for n in chunk if n.level > 0]
+            parts: list[str] = []
+            params: list[int] = []
+            if leaves:
+                marks = ", ".join([mark] * len(leaves))
+                parts.append(
+                    f"SELECT 0 AS level, idx, leaf_hash AS hash FROM {entries.name} "
+                    f"WHERE idx IN ({marks})"
+                )
+                params += leaves
+            if inner:
+                where = " OR ".join([f"(level = {mark} AND idx = {mark})"] * len(inner))
+                parts.append(f"SELECT level, idx, hash FROM {nodes.name} WHERE {where}")
+                params += [v for n in inner for v in (n.level, n.index)]
+            rows = conn.exec_driver_sql(" UNION ALL ".join(parts), tuple(params)).all()
             found.update((Node(r.level, r.idx), r.hash) for r in rows)
         missing = [n for n in keys if n not in found]
         if missing:
@@ -742,7 +758,9 @@ class _Rows:
                 (index, pos, s.name, s.algorithm, s.digest)
                 for pos, s in enumerate(derived.subjects)
             )
-            self._nodes.extend((n.level, n.index, h) for n, h in self.tree.append(p.leaf))
+            # the leaf itself comes first and is not stored: its hash is the entry's leaf_hash
+            for node, h in self.tree.append(p.leaf)[1:]:
+                self._nodes.append((node.level, node.index, h))
             self.leaves.append(p.leaf)
 
     def insert(self, conn: Connection) -> None:

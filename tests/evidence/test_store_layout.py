@@ -1,0 +1,116 @@
+"""How the log is laid out for cheap appends, on SQLite and PostgreSQL: subjects found by digest
+through a prefix index, durable SQLite pragmas, and leaf hashes kept once (in the entry, not as
+level-0 tree nodes) while logs that still hold such nodes keep verifying."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select, text, update
+
+from evidence.errors import VerificationError
+from evidence.home import Home
+from evidence.store import Store, _subject_filter
+from evidence.tables import entries, nodes
+from evidence.verify import verify_log
+from tests.conftest import statement
+
+
+def batch(start: int, n: int) -> list[dict[str, Any]]:
+    return [statement(i) for i in range(start, start + n)]
+
+
+def test_subjects_are_found_by_digest_through_the_prefix_index(sqlite_home: Home) -> None:
+    with sqlite_home.open_store(write=True) as store:
+        store.append(batch(0, 50))
+        query = _subject_filter("sha256:" + "ab" * 32, None).compile(store.engine)
+        params = tuple(query.params[k] for k in query.positiontup or ())
+        with store.engine.connect() as conn:
+            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", params).all()
+    assert any("USING INDEX ix_subjects_digest_prefix" in str(row) for row in plan), plan
+
+
+def test_a_log_with_the_old_digest_index_gets_the_prefix_index(home: Home) -> None:
+    wanted = statement(7)["subject"][0]["digest"]["sha256"]
+    with home.open_store(write=True) as store:
+        store.append(batch(0, 20))
+        with store.engine.begin() as conn:
+            conn.execute(text("DROP INDEX ix_subjects_digest_prefix"))
+            conn.execute(text("CREATE INDEX ix_subjects_digest ON subjects (digest, algorithm)"))
+    with home.open_store() as store:  # a reader finds subjects without the new index
+        assert [e.index for e in store.query(subject_digest=wanted)] == [8]
+    with home.open_store(write=True) as store, store.engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            sql = "SELECT name FROM sqlite_master WHERE type = 'index'"
+        else:
+            sql = "SELECT indexname FROM pg_indexes WHERE tablename = 'subjects'"
+        assert "ix_subjects_digest_prefix" in {row[0] for row in conn.execute(text(sql))}
+        assert [e.index for e in store.query(subject_digest=f"sha256:{wanted}")] == [8]
+        assert store.query(subject_digest=f"sha256:{wanted[:16]}{'0' * 48}") == []
+
+
+def _pragma(store: Store, name: str) -> object:
+    with store.engine.connect() as conn:
+        return conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+
+
+def test_a_new_sqlite_log_is_durable(sqlite_home: Home) -> None:
+    with sqlite_home.open_store(write=True) as store:
+        assert _pragma(store, "journal_mode") == "wal"
+        assert _pragma(store, "synchronous") == 2  # FULL: the WAL is fsynced at every commit
+        assert _pragma(store, "page_size") == 4096
+        assert _pragma(store, "wal_autocheckpoint") == 40 * 2**20 // 4096
+
+
+def test_a_log_made_with_other_pages_keeps_them(tmp_path: Path) -> None:
+    """A database made with another page size keeps it; the WAL limit follows it."""
+    database = tmp_path / "other.db"
+    with sqlite3.connect(database) as conn:
+        conn.execute("PRAGMA page_size=16384")
+        conn.execute("PRAGMA journal_mode=WAL")
+    home = Home(tmp_path / "annex", f"sqlite:///{database}")
+    home.init("other.example/log")
+    with home.open_store(write=True) as store:
+        store.append(batch(0, 20))
+        assert _pragma(store, "page_size") == 16384
+        assert _pragma(store, "wal_autocheckpoint") == 40 * 2**20 // 16384
+        assert verify_log(store, home.trust()).size == 21
+
+
+def test_leaf_hashes_are_kept_once(store: Store, home: Home) -> None:
+    store.append(batch(0, 40))
+    with store.engine.connect() as conn:
+        levels = set(conn.execute(select(nodes.c.level)).scalars())
+    assert 0 not in levels and levels == {1, 2, 3, 4, 5}
+    for index in (0, 17, 40):
+        proof = store.inclusion_proof(index)
+        assert proof.index == index
+    assert verify_log(store, home.trust()).size == 41
+
+
+def test_a_log_holding_level_0_nodes_still_verifies_and_checks_them(
+    store: Store, home: Home
+) -> None:
+    """Logs written before leaf hashes were kept once hold a level-0 node per entry: they
+    verify, entries appended since have none, and a changed old node is still caught."""
+    store.append(batch(0, 10))
+    with store.engine.begin() as conn:
+        leaves = conn.execute(select(entries.c.idx, entries.c.leaf_hash)).all()
+        conn.execute(insert(nodes), [{"level": 0, "idx": i, "hash": h} for i, h in leaves])
+    store.append(batch(10, 10))
+    assert verify_log(store, home.trust()).size == 21
+    assert store.inclusion_proof(5).index == 5
+    with store.engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.execute(text("DROP TRIGGER tree_nodes_no_update"))
+        else:
+            conn.execute(text("DROP TRIGGER tree_nodes_append_only ON tree_nodes"))
+        conn.execute(
+            update(nodes).where(nodes.c.level == 0, nodes.c.idx == 7).values(hash=b"\0" * 32)
+        )
+    with pytest.raises(VerificationError, match="entry 7: its leaf hash differs") as failed:
+        verify_log(store, home.trust())
+    assert failed.value.index == 7
