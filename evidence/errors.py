@@ -48,6 +48,11 @@ class StoreError(AnnexError):
     http_status = 503
 
 
+class SigningUnavailable(StoreError):
+    """The signing helper process could not start or never answered (no usable interpreter,
+    a child that cannot import Annex). The store then signs in its own process instead."""
+
+
 class DuplicateEntry(StoreError):
     """An envelope the log already holds was offered again (a replay): nothing was appended.
 

@@ -30,7 +30,7 @@ from typing import IO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from evidence.errors import StoreError
+from evidence.errors import SigningUnavailable, StoreError
 
 SIGNATURE_BYTES = 64
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
@@ -72,13 +72,13 @@ class SigningProcess:
                 env=env,
             )
         except OSError as exc:
-            raise StoreError(f"cannot start the signing process: {exc}") from exc
+            raise SigningUnavailable(f"cannot start the signing process: {exc}") from exc
+        self._key_checked = False  # its answer is read with the first signatures: the child
+        # starts (some 50 ms) while the writer checks the first chunks
         assert self._child.stdin is not None and self._child.stdout is not None
         self._in: IO[bytes] = self._child.stdin
         self._out: IO[bytes] = self._child.stdout
         self._send(raw)
-        self._key_checked = False  # its answer is read with the first signatures: the child
-        # starts (some 50 ms) while the writer checks the first chunks
 
     def _send(self, data: bytes) -> None:
         view = memoryview(data)
@@ -86,7 +86,12 @@ class SigningProcess:
             while view:  # a signal may cut a write to a pipe short
                 view = view[self._in.write(view) or 0 :]
         except OSError as exc:  # BrokenPipeError: the child is gone
-            raise StoreError(f"the signing process stopped: {exc}") from exc
+            raise self._failure(f"the signing process stopped: {exc}") from exc
+
+    def _failure(self, message: str) -> StoreError:
+        """A child that never answered its key is unavailable (the caller signs without it);
+        one that stops after it did fails the append it was signing for."""
+        return StoreError(message) if self._key_checked else SigningUnavailable(message)
 
     def submit(self, messages: Sequence[bytes]) -> None:
         """Queues a chunk; its signatures come back from `collect` after every earlier chunk's.
@@ -102,7 +107,7 @@ class SigningProcess:
         """The signatures of the oldest chunk submitted and not yet collected."""
         if not self._key_checked:
             if _read_exactly(self._out, len(self.public_bytes)) != self.public_bytes:
-                raise StoreError("the signing process did not load the log key")
+                raise SigningUnavailable("the signing process did not load the log key")
             self._key_checked = True
         count = self._pending.pop(0)
         data = _read_exactly(self._out, count * SIGNATURE_BYTES)

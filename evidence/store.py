@@ -60,6 +60,7 @@ from evidence.errors import (
     ConfigError,
     DuplicateEntry,
     InputError,
+    SigningUnavailable,
     StoreError,
     TrustError,
     VerificationError,
@@ -271,6 +272,7 @@ class Store:
         self.keys = keys
         self._signing: SigningProcess | None = None  # started by the first large append
         self._signed = 0  # statements this store signed without the helper
+        self._helper_unavailable = ""  # why the helper could not start, once it could not
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -343,7 +345,10 @@ class Store:
         signer, _ = self._writer()
         names = labels or [f"statement {i + 1}" for i in range(len(statements))]
         if self._overlap(len(statements)):
-            return self._append_overlapped(statements, names)
+            try:
+                return self._append_overlapped(statements, names)
+            except SigningUnavailable as exc:  # nothing was appended: sign here from now on
+                self._helper_unavailable = str(exc)
         self._signed += len(statements)
         batch = prepare_statements(statements, signer, names)
         return self._commit(lambda _size: batch)
@@ -460,7 +465,7 @@ class Store:
 
     def _overlap(self, count: int) -> bool:
         """Whether an append of `count` statements signs in the helper process."""
-        if count < OVERLAP_RUNNING or workers() == 1:
+        if count < OVERLAP_RUNNING or workers() == 1 or self._helper_unavailable:
             return False
         running = self._signing is not None and self._signing.owner_pid == os.getpid()
         return running or count >= OVERLAP_FROM or self._signed >= BUSY_AFTER

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import struct
+import sys
 from typing import Any
 
 import pytest
@@ -219,3 +221,25 @@ def test_a_new_store_starts_the_helper_for_a_large_batch_only(
         pid = helper_pid(store)
         store.append(batch(2 * OVERLAP_FROM, OVERLAP_RUNNING))
         assert helper_pid(store) == pid
+
+
+@pytest.mark.parametrize(
+    ("interpreter", "why"),
+    [
+        ("/nonexistent/python3", "cannot start"),
+        ("/bin/true", "did not load the log key|stopped"),  # it may be gone before the key
+    ],
+)
+def test_a_helper_that_cannot_start_leaves_signing_to_the_store(
+    sqlite_home: Home, monkeypatch: pytest.MonkeyPatch, interpreter: str, why: str
+) -> None:
+    """No usable interpreter, or a child that exits at once: the append still lands, signed
+    in-process, and the store stops trying the helper."""
+    monkeypatch.setattr(sys, "executable", interpreter)
+    with sqlite_home.open_store(write=True) as store:
+        first = store.append(batch(0))
+        assert store._signing is None and re.search(why, store._helper_unavailable)
+        second = store.append(batch(LARGE))
+        assert store._signing is None
+        assert list(second.indices) == list(range(first.indices.stop, first.indices.stop + LARGE))
+        assert verify_log(store, sqlite_home.trust()).size == 1 + 2 * LARGE
