@@ -29,6 +29,7 @@ from evidence.canonical import canonical_bytes
 from evidence.dsse import Envelope, sign_envelope
 from evidence.home import Home
 from evidence.keys import Signer
+from evidence.lookup import MERGE_EVERY
 from evidence.parallel import map_chunked
 from evidence.verify import verify_log
 
@@ -51,6 +52,7 @@ def statement(i: int) -> dict[str, Any]:
 
 
 GROWTH_BATCH = 1000
+GROWTH_WINDOW = -(-MERGE_EVERY // GROWTH_BATCH) * GROWTH_BATCH  # whole batches, one merge
 
 
 def rate(n: int, seconds: float) -> float:
@@ -128,15 +130,16 @@ def bench_verify(home: Home) -> float:
 
 
 def bench_proofs(root: Path, sizes: list[int], raw_sign: float) -> list[tuple[int, float, float]]:
-    """Grows one log through each size in batches of 1000, timing the last ten appends before
-    each size (signed appends slow down as the log grows: README, Performance); times random
+    """Grows one log through each size in batches of 1000, timing the appends of the last
+    MERGE_EVERY entries before each size (they include one merge of the recent lookup keys:
+    evidence/lookup.py; appends slow down as the log grows: README, Performance); times random
     inclusion and consistency proofs at each size."""
     home = new_home(root, "proofs")
     out = []
     rng = random.Random(7)
     with home.open_store(write=True) as store:
         for target in sizes:
-            timed_from = target - 10 * GROWTH_BATCH
+            timed_from = target - GROWTH_WINDOW
             appended, seconds = 0, 0.0
             while (have := store.size()) < target:
                 n = min(GROWTH_BATCH, target - have)
@@ -154,8 +157,8 @@ def bench_proofs(root: Path, sizes: list[int], raw_sign: float) -> list[tuple[in
             out.append((size, statistics.median(inclusion), statistics.median(consistency)))
             grown = rate(appended, seconds)
             growth = (
-                f"; appends (batch {GROWTH_BATCH}) just before: {grown:,.0f}/s = "
-                f"{grown / raw_sign:.0%} of raw signing"
+                f"; appends (batch {GROWTH_BATCH}) of the {appended:,} entries before: "
+                f"{grown:,.0f}/s = {grown / raw_sign:.0%} of raw signing"
                 if appended >= 5 * GROWTH_BATCH  # the first size holds one batch, starting up
                 else ""
             )

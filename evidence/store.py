@@ -27,9 +27,10 @@ Replays
 -------
 An envelope signed elsewhere (`append_envelopes`) whose leaf hash the log already holds is
 refused with `DuplicateEntry` naming the entry that holds it, and the whole batch with it. The
-check is one indexed lookup per envelope made inside the lock, so of two identical envelopes
-appended at the same instant exactly one lands. Statements the log signs itself (`append`) are
-not checked: signing the same statement again is a new observation by the log.
+check is a primary-key search per envelope (evidence/lookup.py) made inside the lock, so of
+two identical envelopes appended at the same instant exactly one lands. Statements the log
+signs itself (`append`) are not checked: signing the same statement again is a new observation
+by the log.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, Table, and_, func, insert, literal_column, select
+from sqlalchemy import Connection, Engine, Table, and_, func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from evidence import lookup
 from evidence.canonical import canonical_bytes, parse_json
 from evidence.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, envelope_bytes, pae, verify_envelope
 from evidence.engine import WRITE, make_engine, take_sequencer_lock
@@ -79,13 +81,11 @@ from evidence.note import Checkpoint, TlogProof, check_key_name, sign_checkpoint
 from evidence.parallel import map_chunked, workers
 from evidence.signing_process import SigningProcess
 from evidence.tables import (
-    DIGEST_PREFIX_CHARS,
-    LEAF_PREFIX_BYTES,
     add_missing_indexes,
     checkpoints,
     create_schema,
-    digest_prefix,
     entries,
+    lookup_recent,
     meta,
     nodes,
     subjects,
@@ -273,6 +273,7 @@ class Store:
         self._signing: SigningProcess | None = None  # started by the first large append
         self._signed = 0  # statements this store signed without the helper
         self._helper_unavailable = ""  # why the helper could not start, once it could not
+        self.lookup_ready = True  # a reader of a log made before evidence/lookup.py: False
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -314,8 +315,12 @@ class Store:
         if store.keys is not None:  # a writer brings an older log's indexes up to date
             try:
                 add_missing_indexes(engine)
+                lookup.ensure(engine)
             except (OperationalError, DBAPIError) as exc:
                 raise StoreError(f"cannot add the log's indexes: {exc.orig}") from exc
+        else:
+            with engine.connect() as conn:
+                store.lookup_ready = lookup.present(conn)
         return store
 
     def close(self) -> None:
@@ -489,6 +494,7 @@ class Store:
     def _finish(self, conn: Connection, rows: _Rows, signer: Signer) -> AppendResult:
         """Signs and stores the checkpoint over the tree the batch's rows made."""
         tree = rows.tree
+        lookup.merge_if_due(conn, rows.first_index, tree.size)
         root = tree.root()
         head = Checkpoint(self.origin, tree.size, root)
         note = sign_checkpoint(head, signer, rows.now_us // 1_000_000)
@@ -558,7 +564,11 @@ class Store:
         if predicate_type is not None:
             conds.append(entries.c.predicate_type == predicate_type)
         if subject_digest is not None or subject_name is not None:
-            conds.append(entries.c.idx.in_(_subject_filter(subject_digest, subject_name)))
+            conds.append(
+                entries.c.idx.in_(
+                    _subject_filter(subject_digest, subject_name, indexed=self.lookup_ready)
+                )
+            )
         for column, bound, op in (
             (entries.c.logged_at_us, logged_since, "ge"),
             (entries.c.logged_at_us, logged_until, "lt"),
@@ -743,6 +753,7 @@ class _Rows:
         self._entries: list[tuple[Any, ...]] = []
         self._subjects: list[tuple[Any, ...]] = []
         self._nodes: list[tuple[Any, ...]] = []
+        self._keys: list[tuple[int, int, int]] = []
 
     def add(self, batch: Sequence[Prepared]) -> None:
         for p in batch:
@@ -763,6 +774,7 @@ class _Rows:
                 (index, pos, s.name, s.algorithm, s.digest)
                 for pos, s in enumerate(derived.subjects)
             )
+            lookup.entry_keys(index, p.leaf, (s.digest for s in derived.subjects), self._keys)
             # the leaf itself comes first and is not stored: its hash is the entry's leaf_hash
             for node, h in self.tree.append(p.leaf)[1:]:
                 self._nodes.append((node.level, node.index, h))
@@ -774,6 +786,7 @@ class _Rows:
             (entries, _ENTRY_COLUMNS, self._entries),
             (subjects, _SUBJECT_COLUMNS, self._subjects),
             (nodes, _NODE_COLUMNS, self._nodes),
+            (lookup_recent, _LOOKUP_COLUMNS, self._keys),
         ):
             if rows:
                 _insert_many(conn, table, columns, rows)
@@ -791,6 +804,7 @@ _ENTRY_COLUMNS = (
 )
 _SUBJECT_COLUMNS = ("entry_idx", "position", "name", "algorithm", "digest")
 _NODE_COLUMNS = ("level", "idx", "hash")
+_LOOKUP_COLUMNS = ("kind", "lookup_key", "idx")
 
 
 def _insert_many(
@@ -811,19 +825,19 @@ _LOOKUP_CHUNK = 5000  # leaf hashes a query: well under SQLite's 32,766 bound pa
 def _refuse_logged(conn: Connection, batch: Sequence[Prepared]) -> None:
     """Raises DuplicateEntry for the first envelope of the batch whose leaf hash the log holds.
 
-    Runs under the sequencer lock: one search of ix_entries_leaf_prefix per envelope, then the
-    whole hash compared. Written for the driver, as `_fetch_nodes` is: SQLAlchemy's expanding IN
-    parameters cost some forty times more than the query on a batch of a thousand.
+    Runs under the sequencer lock: two primary-key searches of the lookup tables per envelope
+    (evidence/lookup.py), then the whole hash of each candidate compared. Written for the
+    driver, as `_fetch_nodes` is: SQLAlchemy's expanding IN parameters cost some forty times
+    more than the query on a batch of a thousand.
     """
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     logged: dict[bytes, int] = {}
     for start in range(0, len(batch), _LOOKUP_CHUNK):
         leaves = {p.leaf for p in batch[start : start + _LOOKUP_CHUNK]}
-        marks = ", ".join([mark] * len(leaves))
+        keys = tuple({lookup.leaf_key(leaf) for leaf in leaves})
+        candidates = lookup.candidates_sql(lookup.LEAF, len(keys), mark)
         rows = conn.exec_driver_sql(
-            f"SELECT leaf_hash, idx FROM {entries.name} "
-            f"WHERE substr(leaf_hash, 1, {LEAF_PREFIX_BYTES}) IN ({marks})",
-            tuple(leaf[:LEAF_PREFIX_BYTES] for leaf in leaves),
+            f"SELECT leaf_hash, idx FROM {entries.name} WHERE idx IN ({candidates})", keys + keys
         ).all()
         for found, idx in rows:
             leaf = bytes(found)
@@ -846,18 +860,16 @@ def log_size(conn: Connection) -> int:
     return value
 
 
-def _subject_filter(digest: str | None, name: str | None) -> Any:
+def _subject_filter(digest: str | None, name: str | None, *, indexed: bool = True) -> Any:
+    """Entry indices with a subject of this digest ("alg:hex" or hex) and/or name; `indexed`
+    when the log has its lookup tables (evidence/lookup.py), else the subjects are scanned."""
     conds = []
     if digest is not None:
         algorithm, sep, value = digest.rpartition(":")
         value = value.lower()
-        # The rest compared apart, not `digest = value`: SQLite would put the value into the
-        # prefix expression (constant propagation) and no longer match it to the index.
-        rest = func.substr(subjects.c.digest, literal_column(str(DIGEST_PREFIX_CHARS + 1)))
-        conds += [
-            digest_prefix == value[:DIGEST_PREFIX_CHARS],
-            rest == value[DIGEST_PREFIX_CHARS:],
-        ]
+        conds.append(subjects.c.digest == value)
+        if indexed:
+            conds.append(subjects.c.entry_idx.in_(lookup.digest_candidates(value)))
         if sep:
             conds.append(subjects.c.algorithm == algorithm)
     if name is not None:

@@ -12,12 +12,10 @@ from sqlalchemy import (
     Column,
     Connection,
     Engine,
-    Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     Table,
-    func,
-    literal_column,
     text,
 )
 from sqlalchemy.schema import CreateIndex
@@ -92,24 +90,38 @@ checkpoints = _table(CheckpointRow)
 meta = _table(MetaRow)
 LOG_TABLES = (entries, subjects, nodes, checkpoints, meta)
 
-# Replays are found by leaf hash through an index on its first 8 bytes (then compared whole).
-# A hash is a random key, so each insert dirties some index page; an 8-byte key keeps the index
-# a third of the size of one on the whole hash, and appends measurably cheaper (README,
-# Performance). Not unique: the log may sign the same statement twice (Ed25519 is
-# deterministic), and a log made before replays were refused may hold a replayed envelope.
-LEAF_PREFIX_BYTES = 8
-leaf_prefix = func.substr(entries.c.leaf_hash, 1, LEAF_PREFIX_BYTES)
-Index("ix_entries_leaf_prefix", leaf_prefix)
 
-# Subjects are found by digest the same way, through its first 16 hex characters (64 bits). The
-# whole-digest index that logs made before it still carry (ix_subjects_digest) cost a batched
-# append a sixth of its time: 90 random bytes an entry against 30.
-# Queries must spell the expression with literals, as here, for the planners to match it.
-DIGEST_PREFIX_CHARS = 16
-digest_prefix = func.substr(
-    subjects.c.digest, literal_column("1"), literal_column(str(DIGEST_PREFIX_CHARS))
-)
-Index("ix_subjects_digest_prefix", digest_prefix)
+class RecentLookupRow(SQLModel, table=True):
+    """(kind, lookup_key, idx): entry `idx` holds a value of `kind` whose 64-bit key is
+    `lookup_key`, for the newest entries; merged into `lookup` in key order every so many
+    entries (evidence/lookup.py)."""
+
+    __tablename__ = "lookup_recent"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    kind: int = Field(sa_column=Column(SmallInteger, primary_key=True, autoincrement=False))
+    lookup_key: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+
+
+class LookupRow(SQLModel, table=True):
+    """Keys of every entry but the newest (see RecentLookupRow)."""
+
+    __tablename__ = "lookup"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    kind: int = Field(sa_column=Column(SmallInteger, primary_key=True, autoincrement=False))
+    lookup_key: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    idx: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+
+
+lookup_recent = _table(RecentLookupRow)
+lookup_merged = _table(LookupRow)
+# Derived from the log and rebuilt from it when missing; not append-only (the recent keys are
+# moved), and not needed to verify anything.
+DERIVED_TABLES = (lookup_recent, lookup_merged)
+# Indexes that earlier versions kept on random keys, replaced by the lookup tables.
+RETIRED_INDEXES = ("ix_entries_leaf_prefix", "ix_subjects_digest_prefix", "ix_subjects_digest")
 
 _PG_FUNCTION = """
 CREATE OR REPLACE FUNCTION annex_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -146,7 +158,7 @@ def trigger_statements(dialect: str) -> list[str]:
 
 
 def create_schema(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine, tables=list(LOG_TABLES))
+    SQLModel.metadata.create_all(engine, tables=[*LOG_TABLES, *DERIVED_TABLES])
     with engine.begin() as conn:
         for statement in trigger_statements(engine.dialect.name):
             conn.execute(text(statement))

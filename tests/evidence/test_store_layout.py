@@ -1,6 +1,7 @@
 """How the log is laid out for cheap appends, on SQLite and PostgreSQL: subjects found by digest
-through a prefix index, durable SQLite pragmas, and leaf hashes kept once (in the entry, not as
-level-0 tree nodes) while logs that still hold such nodes keep verifying."""
+through the two-tier lookup (evidence/lookup.py), durable SQLite pragmas, and leaf hashes kept
+once (in the entry, not as level-0 tree nodes) while logs that still hold such nodes keep
+verifying."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select, text, update
 
+from evidence import lookup
 from evidence.errors import VerificationError
 from evidence.home import Home
 from evidence.store import Store, _subject_filter
@@ -23,33 +25,51 @@ def batch(start: int, n: int) -> list[dict[str, Any]]:
     return [statement(i) for i in range(start, start + n)]
 
 
-def test_subjects_are_found_by_digest_through_the_prefix_index(sqlite_home: Home) -> None:
+def test_subjects_are_found_by_digest_through_the_lookup(sqlite_home: Home) -> None:
     with sqlite_home.open_store(write=True) as store:
         store.append(batch(0, 50))
         query = _subject_filter("sha256:" + "ab" * 32, None).compile(store.engine)
         params = tuple(query.params[k] for k in query.positiontup or ())
         with store.engine.connect() as conn:
-            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", params).all()
-    assert any("USING INDEX ix_subjects_digest_prefix" in str(row) for row in plan), plan
+            plan = [str(r) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", params)]
+    assert not any("SCAN subjects" in row for row in plan), plan
+    for table in ("lookup", "lookup_recent"):
+        assert any(f"SEARCH {table} USING PRIMARY KEY" in row for row in plan), plan
 
 
-def test_a_log_with_the_old_digest_index_gets_the_prefix_index(home: Home) -> None:
-    wanted = statement(7)["subject"][0]["digest"]["sha256"]
-    with home.open_store(write=True) as store:
-        store.append(batch(0, 20))
-        with store.engine.begin() as conn:
-            conn.execute(text("DROP INDEX ix_subjects_digest_prefix"))
-            conn.execute(text("CREATE INDEX ix_subjects_digest ON subjects (digest, algorithm)"))
-    with home.open_store() as store:  # a reader finds subjects without the new index
-        assert [e.index for e in store.query(subject_digest=wanted)] == [8]
-    with home.open_store(write=True) as store, store.engine.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            sql = "SELECT name FROM sqlite_master WHERE type = 'index'"
-        else:
-            sql = "SELECT indexname FROM pg_indexes WHERE tablename = 'subjects'"
-        assert "ix_subjects_digest_prefix" in {row[0] for row in conn.execute(text(sql))}
-        assert [e.index for e in store.query(subject_digest=f"sha256:{wanted}")] == [8]
-        assert store.query(subject_digest=f"sha256:{wanted[:16]}{'0' * 48}") == []
+def _keys(store: Store, table: str) -> int:
+    with store.engine.connect() as conn:
+        count: int = conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+        return count
+
+
+def test_recent_keys_move_to_the_large_table_in_batches(
+    store: Store, home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys (a leaf and a digest an entry) go to lookup_recent and move to lookup when a batch
+    crosses a multiple of MERGE_EVERY; lookups find entries in either table."""
+    monkeypatch.setattr(lookup, "MERGE_EVERY", 64)
+    store.append(
+        batch(0, 40)
+    )  # entries 1..40 (0 is the first key event; every entry has one subject)
+    assert (_keys(store, "lookup_recent"), _keys(store, "lookup")) == (2 * 41, 0)
+    store.append(batch(40, 40))  # 41..80 crosses 64: everything moves
+    assert (_keys(store, "lookup_recent"), _keys(store, "lookup")) == (0, 2 * 81)
+    store.append(batch(80, 10))
+    assert _keys(store, "lookup_recent") == 20
+    for n, index in ((3, 4), (75, 76), (85, 86)):
+        digest = statement(n)["subject"][0]["digest"]["sha256"]
+        assert [e.index for e in store.query(subject_digest=f"sha256:{digest}")] == [index]
+        assert store.query(subject_digest=f"sha256:{digest[:-4]}0000") == []
+    assert verify_log(store, home.trust()).size == 91
+
+
+def test_an_entry_naming_one_digest_twice_is_one_key(store: Store) -> None:
+    twice = statement(1)
+    twice["subject"].append({"name": "again", "digest": twice["subject"][0]["digest"]})
+    index = store.append([twice]).first_index
+    digest = twice["subject"][0]["digest"]["sha256"]
+    assert [e.index for e in store.query(subject_digest=digest)] == [index]
 
 
 def _pragma(store: Store, name: str) -> object:

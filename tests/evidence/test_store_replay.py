@@ -1,6 +1,7 @@
 """Replays, on SQLite and on PostgreSQL: an envelope the log already holds is refused inside the
 sequencer with the index that holds it, the whole batch with it, and nothing is appended; the
-lookup is an index search, and a log made before the index existed gets it when opened to write."""
+lookup searches primary keys, and a log made before the lookup tables gets them when opened to
+write."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 import pytest
 from sqlalchemy import text
 
+from evidence import lookup
 from evidence.canonical import canonical_bytes
 from evidence.dsse import Envelope, sign_envelope
 from evidence.errors import DuplicateEntry, InputError, StoreError
@@ -18,7 +20,7 @@ from evidence.store import Store, prepare_envelopes
 from evidence.verify import verify_log
 from tests.conftest import statement
 
-LEAF_INDEX = "ix_entries_leaf_prefix"
+OLD_LEAF_INDEX = "ix_entries_leaf_prefix"  # what logs made before evidence/lookup.py have
 
 
 @pytest.fixture
@@ -104,36 +106,55 @@ def test_simultaneous_replays_land_once(home: Home, node: Signer) -> None:
         assert store.size() == landed[0] + 1
 
 
-def test_the_lookup_searches_an_index(sqlite_home: Home) -> None:
-    """The store's lookup (evidence/store.py `_refuse_logged`) is an index search."""
-    query = (
-        "EXPLAIN QUERY PLAN SELECT leaf_hash, idx FROM entries "
-        "WHERE substr(leaf_hash, 1, 8) IN (:a, :b)"
-    )
+def test_the_lookup_searches_primary_keys(sqlite_home: Home) -> None:
+    """The store's lookup (evidence/store.py `_refuse_logged`) searches the two lookup tiers and
+    the entries by primary key: no scan, however long the log."""
+    candidates = lookup.candidates_sql(lookup.LEAF, 2, "?")
+    query = f"EXPLAIN QUERY PLAN SELECT leaf_hash, idx FROM entries WHERE idx IN ({candidates})"
     with sqlite_home.open_store() as store, store.engine.connect() as conn:
-        plan = conn.execute(text(query), {"a": b"a" * 8, "b": b"b" * 8}).all()
-    assert any(f"USING INDEX {LEAF_INDEX}" in str(row) for row in plan), plan
+        plan = [str(row) for row in conn.exec_driver_sql(query, (1, 2, 1, 2)).all()]
+    assert not any("SCAN" in row for row in plan), plan
+    for table in ("lookup", "lookup_recent"):
+        assert any(f"SEARCH {table} USING PRIMARY KEY" in row for row in plan), plan
 
 
-def _indexes(home: Home) -> set[str]:
+def _tables_and_indexes(home: Home) -> set[str]:
     with home.open_store() as store, store.engine.connect() as conn:
         if conn.dialect.name == "sqlite":
-            sql = "SELECT name FROM sqlite_master WHERE type = 'index'"
+            sql = "SELECT name FROM sqlite_master"
         else:
-            sql = "SELECT indexname FROM pg_indexes WHERE tablename = 'entries'"
+            sql = (
+                "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
+                "UNION SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
         return {row[0] for row in conn.execute(text(sql))}
 
 
-def test_a_log_made_before_the_index_gets_it_when_opened_to_write(home: Home, node: Signer) -> None:
-    with home.open_store() as store, store.engine.begin() as conn:
-        conn.execute(text(f"DROP INDEX {LEAF_INDEX}"))
-    assert LEAF_INDEX not in _indexes(home)  # reading leaves the database as it is
+def test_a_log_made_before_the_lookup_gets_it_when_opened_to_write(
+    home: Home, node: Signer
+) -> None:
+    """A log made before evidence/lookup.py has a random-keyed index on the leaf hash instead:
+    readers still find its entries, and the first writer builds the lookup tables from the
+    log and drops the old index, so replays of old entries are still refused."""
     with home.open_store(write=True) as store:
-        logged = store.append_envelopes([envelope(node, 1)]).first_index
+        old = store.append_envelopes([envelope(node, i) for i in range(1, 30)]).first_index
+    with home.open_store() as store, store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE lookup"))
+        conn.execute(text("DROP TABLE lookup_recent"))
+        conn.execute(text(f"CREATE INDEX {OLD_LEAF_INDEX} ON entries (substr(leaf_hash, 1, 8))"))
+    with home.open_store() as store:  # a reader leaves the database as it is, and still finds
+        assert not store.lookup_ready
+        digest = statement(7, kind="gpu")["subject"][0]["digest"]["sha256"]
+        assert [e.index for e in store.query(subject_digest=digest)] == [old + 6]
+    assert "lookup" not in _tables_and_indexes(home)
+    with home.open_store(write=True) as store:
+        assert store.lookup_ready
         with pytest.raises(DuplicateEntry) as refused:
-            store.append_envelopes([envelope(node, 1)])
-    assert refused.value.index == logged
-    assert LEAF_INDEX in _indexes(home)
+            store.append_envelopes([envelope(node, 5)])
+        assert refused.value.index == old + 4
+        assert [e.index for e in store.query(subject_digest=digest)] == [old + 6]
+    names = _tables_and_indexes(home)
+    assert {"lookup", "lookup_recent"} <= names and OLD_LEAF_INDEX not in names
 
 
 def test_a_log_holding_a_replay_still_opens_and_verifies(home: Home, node: Signer) -> None:
