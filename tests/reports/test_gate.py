@@ -19,6 +19,7 @@ from api.demo_model import write_adapter, write_base_model
 from evidence.errors import InputError
 from evidence.home import Home
 from evidence.keys import TrustIndex
+from evidence.lookup import DIGEST, digest_key
 from reports.gate import AllOf, AnyOf, Requirement, Verdict, directory_kind, run_gate
 from reports.requirements import EvalResult, GpuInventory, Lineage, Signed
 from schemas.model import MODEL_RELEASE
@@ -193,6 +194,14 @@ def test_a_release_rewritten_in_the_database_fails(
         (json.dumps(envelope).encode(), entry.index),
     )
     db.execute("UPDATE subjects SET digest = ? WHERE digest = ?", (forged.digest, old))
+    db.commit()
+    verdict = judge(home, signed_model, Signed())  # the lookup still holds the old digest
+    assert not verdict.passed and "no release in the log matches" in verdict.outcome.reason
+    for table in ("lookup", "lookup_recent"):  # a thorough attacker rewrites it too
+        db.execute(
+            f"UPDATE {table} SET lookup_key = ? WHERE kind = ? AND lookup_key = ?",
+            (digest_key(forged.digest), DIGEST, digest_key(old)),
+        )
     db.commit()
     db.close()
     verdict = judge(home, signed_model, Signed())
