@@ -55,9 +55,9 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
 
 
 # SQLite's default 4 KiB pages. 16 KiB pages made batched appends to a 30,000-entry log cheaper
-# (fewer WAL frames) but appends to a 1,000,000-entry log a quarter dearer: there a batch of
-# 1,000 touches a different page of each random-keyed index (leaf prefix, subject digest and
-# name) for every entry, and each touched page is written whole (README, Performance).
+# (fewer WAL frames) but appends to a 1,000,000-entry log a quarter dearer (measured with the
+# random-keyed indexes evidence/lookup.py has since replaced): where a batch touches a page per
+# entry, each touched page is written whole (README, Performance).
 _PAGE_BYTES = 4096
 # What the WAL may hold before a commit copies it into the database file (SQLite's default is
 # 1,000 pages). At the default every other batch of 1,000 paid for a checkpoint that wrote the

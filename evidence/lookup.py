@@ -17,7 +17,7 @@ reader of such a log falls back to scanning. Nothing here is needed to verify th
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, delete, insert, inspect, select, text, union_all
@@ -27,6 +27,7 @@ from evidence.tables import (
     DERIVED_TABLES,
     RETIRED_INDEXES,
     entries,
+    insert_rows,
     lookup_merged,
     lookup_recent,
     subjects,
@@ -36,6 +37,7 @@ LEAF = 0
 DIGEST = 1
 MERGE_EVERY = 32768  # entries between merges; the recent table stays under ~2 MB
 _FILL_CHUNK = 20000
+COLUMNS = ("kind", "lookup_key", "idx")
 
 
 def leaf_key(leaf: bytes) -> int:
@@ -59,11 +61,9 @@ def merge_if_due(conn: Connection, start: int, end: int) -> None:
     the batch crossed a multiple of MERGE_EVERY. Runs inside the append's transaction."""
     if start // MERGE_EVERY == end // MERGE_EVERY:
         return
-    columns = [lookup_recent.c.kind, lookup_recent.c.lookup_key, lookup_recent.c.idx]
+    columns = [lookup_recent.c[name] for name in COLUMNS]
     conn.execute(
-        insert(lookup_merged).from_select(
-            ["kind", "lookup_key", "idx"], select(*columns).order_by(*columns)
-        )
+        insert(lookup_merged).from_select(list(COLUMNS), select(*columns).order_by(*columns))
     )
     conn.execute(delete(lookup_recent))
 
@@ -117,16 +117,9 @@ def ensure(engine: Engine) -> bool:
             rows.append((LEAF, leaf_key(bytes(leaf)), idx))
         for idx, digest in conn.execute(select(subjects.c.entry_idx, subjects.c.digest)):
             rows.append((DIGEST, digest_key(digest), idx))
-        _insert_sorted(conn, sorted(set(rows)))  # a digest an entry names twice is one row
+        rows = sorted(set(rows))  # a digest an entry names twice is one row
+        for start in range(0, len(rows), _FILL_CHUNK):
+            insert_rows(conn, lookup_merged, COLUMNS, rows[start : start + _FILL_CHUNK])
         for name in RETIRED_INDEXES:
             conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
     return True
-
-
-def _insert_sorted(conn: Connection, rows: Sequence[tuple[int, int, int]]) -> None:
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = (
-        f"INSERT INTO {lookup_merged.name} (kind, lookup_key, idx) VALUES ({mark}, {mark}, {mark})"
-    )
-    for start in range(0, len(rows), _FILL_CHUNK):
-        conn.exec_driver_sql(sql, list(rows[start : start + _FILL_CHUNK]))

@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, Table, and_, func, insert, select
+from sqlalchemy import Connection, Engine, and_, func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from evidence import lookup
@@ -85,9 +85,11 @@ from evidence.tables import (
     checkpoints,
     create_schema,
     entries,
+    insert_rows,
     lookup_recent,
     meta,
     nodes,
+    param_mark,
     subjects,
 )
 from schemas.statement import Statement
@@ -273,7 +275,7 @@ class Store:
         self._signing: SigningProcess | None = None  # started by the first large append
         self._signed = 0  # statements this store signed without the helper
         self._helper_unavailable = ""  # why the helper could not start, once it could not
-        self.lookup_ready = True  # a reader of a log made before evidence/lookup.py: False
+        self._lookup_ready = False  # known once seen: a writer may build them while this reads
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -318,10 +320,17 @@ class Store:
                 lookup.ensure(engine)
             except (OperationalError, DBAPIError) as exc:
                 raise StoreError(f"cannot add the log's indexes: {exc.orig}") from exc
-        else:
-            with engine.connect() as conn:
-                store.lookup_ready = lookup.present(conn)
+            store._lookup_ready = True
         return store
+
+    @property
+    def lookup_ready(self) -> bool:
+        """Whether the log has its lookup tables (evidence/lookup.py). A log made before them
+        gets them from its next writer, so a reader asks again until it has seen them."""
+        if not self._lookup_ready:
+            with self.engine.connect() as conn:
+                self._lookup_ready = lookup.present(conn)
+        return self._lookup_ready
 
     def close(self) -> None:
         self._stop_signing_process()
@@ -399,7 +408,7 @@ class Store:
             if refuse_logged:
                 _refuse_logged(conn, batch)
             signer, trust = self._writer()  # re-read inside the lock: a rotation may have happened
-            self._check_windows(trust, batch, size, signer)
+            self._check_windows(trust, signer, size, [p.keyids for p in batch])
             rows = _Rows(self._right_edge(conn, size))
             rows.add(batch)
             rows.insert(conn)
@@ -433,7 +442,7 @@ class Store:
 
         def run(conn: Connection, size: int) -> AppendResult:
             signer, trust = self._writer()
-            self._check_windows_of(trust, signer, size, len(statements))
+            self._check_windows(trust, signer, size, [(signer.keyid,)] * len(statements))
             rows = _Rows(self._right_edge(conn, size))
             helper = self._signing_process(signer)
             chunks = sign_chunks(len(statements))
@@ -509,22 +518,17 @@ class Store:
         )
 
     @staticmethod
-    def _check_windows_of(trust: TrustIndex, signer: Signer, size: int, count: int) -> None:
-        """The log key may sign entries size .. size+count-1 and the checkpoint after them."""
-        key = trust.get(signer.keyid)
-        if not (key.signs_checkpoint(size + count) and key.signs_entry(size)):
-            raise TrustError(f"log key {signer.keyid[:16]} is {key.status}: it cannot sign")
-        if not key.signs_entry(size + count - 1):
-            raise TrustError(f"key {signer.keyid[:16]} is {key.status}: it cannot sign entries")
-
-    @staticmethod
-    def _check_windows(trust: TrustIndex, batch: list[Prepared], size: int, signer: Signer) -> None:
-        last = size + len(batch)
+    def _check_windows(
+        trust: TrustIndex, signer: Signer, size: int, keyids: Sequence[tuple[str, ...]]
+    ) -> None:
+        """The log key may sign the checkpoint after the batch, and the keys of each entry
+        (`keyids[i]`, for entry size + i) may sign entries there."""
+        last = size + len(keyids)
         log_key = trust.get(signer.keyid)
         if not log_key.signs_checkpoint(last):
             raise TrustError(f"log key {signer.keyid[:16]} is {log_key.status}: it cannot sign")
-        for offset, p in enumerate(batch):
-            for keyid in p.keyids:
+        for offset, ids in enumerate(keyids):
+            for keyid in ids:
                 key = trust.get(keyid)
                 if not key.signs_entry(size + offset):
                     raise TrustError(f"key {keyid[:16]} is {key.status}: it cannot sign entries")
@@ -715,7 +719,7 @@ class Store:
         keys = sorted(set(wanted))
         # One primary-key search a node. Written for the driver: SQLite scans the table for a
         # row-value IN list, and building the same OR in SQLAlchemy costs more than the query.
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        mark = param_mark(conn)
         found: dict[Node, bytes] = {}
         for start in range(0, len(keys), _LOOKUP_CHUNK):
             chunk = keys[start : start + _LOOKUP_CHUNK]  # two parameters a node at most
@@ -786,10 +790,10 @@ class _Rows:
             (entries, _ENTRY_COLUMNS, self._entries),
             (subjects, _SUBJECT_COLUMNS, self._subjects),
             (nodes, _NODE_COLUMNS, self._nodes),
-            (lookup_recent, _LOOKUP_COLUMNS, self._keys),
+            (lookup_recent, lookup.COLUMNS, self._keys),
         ):
             if rows:
-                _insert_many(conn, table, columns, rows)
+                insert_rows(conn, table, columns, rows)
                 rows.clear()
 
 
@@ -804,19 +808,6 @@ _ENTRY_COLUMNS = (
 )
 _SUBJECT_COLUMNS = ("entry_idx", "position", "name", "algorithm", "digest")
 _NODE_COLUMNS = ("level", "idx", "hash")
-_LOOKUP_COLUMNS = ("kind", "lookup_key", "idx")
-
-
-def _insert_many(
-    conn: Connection, table: Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
-) -> None:
-    """Bulk insert straight through the driver: on large batches SQLAlchemy's per-row parameter
-    processing cost more than the database itself."""
-    assert set(columns) <= set(table.columns.keys())
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    marks = ", ".join(mark for _ in columns)
-    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
-    conn.exec_driver_sql(sql, rows)
 
 
 _LOOKUP_CHUNK = 5000  # leaf hashes a query: well under SQLite's 32,766 bound parameters
@@ -830,7 +821,7 @@ def _refuse_logged(conn: Connection, batch: Sequence[Prepared]) -> None:
     driver, as `_fetch_nodes` is: SQLAlchemy's expanding IN parameters cost some forty times
     more than the query on a batch of a thousand.
     """
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    mark = param_mark(conn)
     logged: dict[bytes, int] = {}
     for start in range(0, len(batch), _LOOKUP_CHUNK):
         leaves = {p.leaf for p in batch[start : start + _LOOKUP_CHUNK]}

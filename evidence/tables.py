@@ -7,6 +7,9 @@ deliberate edit by someone who drops the triggers detectable by `annex verify`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -155,6 +158,22 @@ def trigger_statements(dialect: str) -> list[str]:
                 "FOR EACH STATEMENT EXECUTE FUNCTION annex_append_only()"
             )
     return out
+
+
+def param_mark(conn: Connection) -> str:
+    """The driver's placeholder, for SQL written for the driver (sqlite3: ?, psycopg: %s)."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+def insert_rows(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Bulk insert straight through the driver: on large batches SQLAlchemy's per-row parameter
+    processing cost more than the database itself."""
+    assert set(columns) <= set(table.columns.keys())
+    marks = ", ".join(param_mark(conn) for _ in columns)
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
+    conn.exec_driver_sql(sql, list(rows))
 
 
 def create_schema(engine: Engine) -> None:
