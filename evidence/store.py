@@ -55,6 +55,7 @@ from evidence.entry import (
     Metadata,
     Subject,
     from_us,
+    quick_metadata,
     statement_metadata,
     to_us,
 )
@@ -170,6 +171,9 @@ class ConsistencyProof:
 
 def check_statement(obj: Any, *, where: str) -> Metadata:
     """Validates an in-toto statement; raises InputError naming the field that is wrong."""
+    quick = quick_metadata(obj)
+    if quick is not None:
+        return quick
     try:
         Statement.model_validate(obj)
     except ValidationError as exc:
@@ -192,6 +196,19 @@ def check_statements(
 def _signed(payload: bytes, metadata: Metadata, keyid: str, sig: bytes, where: str) -> Prepared:
     data = envelope_bytes(payload, keyid, sig)
     return Prepared(data, leaf_hash(data), (keyid,), metadata, where)
+
+
+def _check_helper(
+    checked: tuple[bytes, Metadata, str], signed: tuple[bytes, bytes], signer: Signer
+) -> None:
+    """The helper's first envelope of an append must be the one this process would make
+    (Ed25519 is deterministic): one signature an append, against a helper that drifted."""
+    payload, metadata, where = checked
+    mine = _signed(
+        payload, metadata, signer.keyid, signer.sign(pae(IN_TOTO_PAYLOAD_TYPE, payload)), where
+    )
+    if (mine.envelope, mine.leaf) != signed:
+        raise StoreError(f"{where}: the signing process made a different envelope")
 
 
 def prepare_statements(
@@ -451,21 +468,24 @@ class Store:
             def send(chunk: range) -> None:
                 start, end = chunk.start, chunk.stop
                 checked = check_statements(statements[start:end], labels[start:end])
-                helper.submit([pae(IN_TOTO_PAYLOAD_TYPE, payload) for payload, _, _ in checked])
+                helper.submit([payload for payload, _, _ in checked])
                 sent.append(checked)
 
             try:
                 for chunk in chunks[:_CHUNKS_AHEAD]:
                     send(chunk)
                 for k in range(len(chunks)):
-                    sigs = helper.collect()
+                    signed = helper.collect()
                     if k + _CHUNKS_AHEAD < len(chunks):
                         send(chunks[k + _CHUNKS_AHEAD])
+                    checked = sent.popleft()
+                    if k == 0:
+                        _check_helper(checked[0], signed[0], signer)
                     rows.add(
                         [
-                            _signed(payload, metadata, signer.keyid, sig, where)
-                            for (payload, metadata, where), sig in zip(
-                                sent.popleft(), sigs, strict=True
+                            Prepared(envelope, leaf, (signer.keyid,), metadata, where)
+                            for (_, metadata, where), (envelope, leaf) in zip(
+                                checked, signed, strict=True
                             )
                         ]
                     )
@@ -492,7 +512,7 @@ class Store:
             self._stop_signing_process()  # the log key was rotated, or the helper died
             helper = None
         if helper is None:
-            helper = self._signing = SigningProcess(signer.private_key)
+            helper = self._signing = SigningProcess(signer.private_key, signer.keyid)
         return helper
 
     def _stop_signing_process(self) -> None:

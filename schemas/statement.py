@@ -90,7 +90,8 @@ class ResourceDescriptor(BaseModel):
 class Statement(BaseModel):
     """in-toto Statement v1, checked when built; unknown top-level fields are refused."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    # Only the in-toto names: `type_` or `predicate_type` in a statement is an extra field.
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     type_: Literal["https://in-toto.io/Statement/v1"] = Field(alias="_type")
     subject: tuple[ResourceDescriptor, ...] = Field(min_length=1)
@@ -121,6 +122,54 @@ class Statement(BaseModel):
     def observed_at(self) -> datetime | None:
         observed = self.predicate.get("observedAt")
         return None if observed is None else parse_timestamp(observed)
+
+
+_KEYS = frozenset({"_type", "subject", "predicateType", "predicate"})
+_REQUIRED = frozenset({"_type", "subject", "predicateType"})
+
+
+def known_good(
+    obj: Any,
+) -> tuple[str, list[tuple[str, str, str]], datetime | None] | None:
+    """(predicateType, subjects as (name, algorithm, digest), observedAt) of a statement that
+    `Statement` accepts, or None where this cannot tell at once; then ask `Statement`.
+
+    Checking a typical statement with the model costs a fifth of signing and logging it; this
+    path takes only plain JSON types and accepts nothing the model refuses (a property test
+    holds the two together). Digests come sorted by algorithm within each subject.
+    """
+    if type(obj) is not dict or not (_REQUIRED <= obj.keys() <= _KEYS):
+        return None
+    kind, subjects, predicate = obj["predicateType"], obj["subject"], obj.get("predicate", {})
+    if obj["_type"] != STATEMENT_TYPE or type(obj["_type"]) is not str:
+        return None
+    if type(kind) is not str or not _is_uri(kind) or type(predicate) is not dict:
+        return None
+    if type(subjects) is not list or not subjects:
+        return None
+    out = []
+    try:
+        for subject in subjects:
+            if type(subject) is not dict:
+                return None
+            name, digest = subject.get("name"), subject.get("digest")
+            if type(name) is not str or not name or type(digest) is not dict or not digest:
+                return None
+            for algorithm, value in sorted(digest.items()):
+                if type(algorithm) is not str or type(value) is not str:
+                    return None
+                check_digest(algorithm, value)
+                out.append((name, algorithm, value))
+        if not all(type(key) is str for key in predicate):
+            return None
+        observed = predicate.get("observedAt")
+        if observed is None:
+            return kind, out, None
+        if type(observed) is not str:
+            return None
+        return kind, out, parse_timestamp(observed)
+    except (ValueError, TypeError):  # TypeError: digest algorithms that do not sort
+        return None
 
 
 PREDICATE_BASE = "https://annex.dev/predicates/"
