@@ -343,6 +343,11 @@ _BAD_INPUTS: list[tuple[str, str, list[str]]] = [
     ("not-an-object", "[1]", ["bad.json item 1", "must be a JSON object"]),
     ("missing-type", _mutated(lambda o: o.pop("_type")), ["bad.json: _type:", "required"]),
     ("unknown-field", _mutated(lambda o: o.update(note="x")), ["bad.json: note:", "Extra inputs"]),
+    (
+        "python-field-name",
+        _mutated(lambda o: o.update(predicate_type=o.pop("predicateType"))),
+        ["bad.json: predicateType:", "required"],
+    ),
     ("no-subject", _mutated(lambda o: o.update(subject=[])), ["bad.json: subject:"]),
     ("digest-short", _mutated(_set_digest("ab12")), ["subject.0.digest", "4 hex characters"]),
     ("digest-upper", _mutated(_set_digest("AB" * 32)), ["subject.0.digest", "not lowercase hex"]),
