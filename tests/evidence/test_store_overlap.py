@@ -17,11 +17,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from evidence.dsse import IN_TOTO_PAYLOAD_TYPE, envelope_bytes, pae
 from evidence.errors import InputError, StoreError, TrustError
 from evidence.home import Home
-from evidence.keys import Signer
-from evidence.merkle import leaf_hash
 from evidence.signing_process import SigningProcess, serve
 from evidence.store import (
     OVERLAP_FROM,
@@ -92,7 +89,7 @@ def test_a_helper_that_dies_during_an_append_appends_nothing(
     size = store.size()
     original = SigningProcess.collect
 
-    def dying(self: SigningProcess) -> list[tuple[bytes, bytes]]:
+    def dying(self: SigningProcess) -> list[bytes]:
         os.kill(self._child.pid, signal.SIGKILL)
         self._child.wait()
         return original(self)
@@ -127,97 +124,46 @@ def test_closing_the_store_stops_the_helper(home: Home) -> None:
     assert child.poll() is not None and store._signing is None
 
 
-def _envelope(key: Ed25519PrivateKey, payload: bytes) -> bytes:
-    signer = Signer(key, "test.example/log")
-    return envelope_bytes(payload, signer.keyid, key.sign(pae(IN_TOTO_PAYLOAD_TYPE, payload)))
-
-
 def test_the_helper_protocol_signs_in_order_with_the_key_it_was_given() -> None:
-    """`serve` is the child's loop: the key and keyid, then chunks of length-prefixed
-    statements; it answers envelopes and their leaf hashes."""
+    """`serve` is the child's loop: the key, then chunks of length-prefixed messages."""
     key = Ed25519PrivateKey.generate()
-    keyid = Signer(key, "test.example/log").keyid.encode()
-    chunks = [[b'{"a":1}', b"", b"x" * 5000], [b'{"last":true}']]
-    wire = key.private_bytes_raw() + struct.pack("<I", len(keyid)) + keyid
-    wire += b"".join(
+    raw = key.private_bytes_raw()
+    chunks = [[b"first", b"", b"x" * 5000], [b"last"]]
+    wire = raw + b"".join(
         struct.pack(f"<{len(c) + 1}I", len(c), *map(len, c)) + b"".join(c) for c in chunks
     )
     out = io.BytesIO()
     serve(io.BytesIO(wire), out)
-    answer = memoryview(out.getvalue())
+    answer = out.getvalue()
     assert answer[:32] == key.public_key().public_bytes_raw()
-    at = 32
-    for chunk in chunks:
-        lengths = struct.unpack(f"<{len(chunk)}I", answer[at : at + 4 * len(chunk)])
-        at += 4 * len(chunk)
-        for payload, n in zip(chunk, lengths, strict=True):
-            assert answer[at : at + n] == _envelope(key, payload)
-            at += n
-        for payload in chunk:
-            assert answer[at : at + 32] == leaf_hash(_envelope(key, payload))
-            at += 32
-    assert at == len(answer)
+    sigs = [answer[32 + 64 * i : 32 + 64 * (i + 1)] for i in range(4)]
+    assert len(answer) == 32 + 64 * 4
+    for sig, message in zip(sigs, [m for c in chunks for m in c], strict=True):
+        key.public_key().verify(sig, message)
 
 
 def test_a_real_helper_signs_what_the_key_signs() -> None:
     key = Ed25519PrivateKey.generate()
-    helper = SigningProcess(key, Signer(key, "test.example/log").keyid)
+    helper = SigningProcess(key)
     try:
-        payloads = [b'{"n":%d}' % i for i in range(300)]
-        helper.submit(payloads[:200])
-        helper.submit(payloads[200:])
-        expected = [(_envelope(key, p), leaf_hash(_envelope(key, p))) for p in payloads]
-        assert helper.collect() + helper.collect() == expected
+        messages = [b"message %d" % i for i in range(300)]
+        helper.submit(messages[:200])
+        helper.submit(messages[200:])
+        assert helper.collect() + helper.collect() == [key.sign(m) for m in messages]
     finally:
         helper.close()
     assert not helper.alive
 
 
-def test_large_statements_do_not_stall_the_pipes() -> None:
-    """Chunks larger than a pipe holds, both ways: the writer reads answers while it sends."""
-    key = Ed25519PrivateKey.generate()
-    helper = SigningProcess(key, Signer(key, "test.example/log").keyid)
-    try:
-        payloads = [b'{"blob":"%s"}' % (b"z" * 300_000 + b"%d" % i) for i in range(6)]
-        for start in range(0, 6, 2):
-            helper.submit(payloads[start : start + 2])
-        signed = [pair for _ in range(3) for pair in helper.collect()]
-        assert [envelope for envelope, _ in signed] == [_envelope(key, p) for p in payloads]
-    finally:
-        helper.close()
-
-
 def test_a_helper_answering_with_another_key_is_refused() -> None:
-    key = Ed25519PrivateKey.generate()
-    helper = SigningProcess(key, Signer(key, "test.example/log").keyid)
+    helper = SigningProcess(Ed25519PrivateKey.generate())
     try:
         helper.public_bytes = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
-        helper.submit([b"{}"])
+        helper.submit([b"message"])
         with pytest.raises(StoreError, match="did not load the log key"):
             helper.collect()
     finally:
         helper.close()
-
-
-def test_a_helper_whose_envelope_differs_fails_the_append(
-    store: Store, home: Home, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The first envelope of every append is checked against one signed in the writer."""
-    size = store.size()
-    original = SigningProcess.collect
-
-    def drifted(self: SigningProcess) -> list[tuple[bytes, bytes]]:
-        signed = original(self)
-        envelope, leaf = signed[0]
-        return [(envelope.replace(b'"keyid":"', b'"keyid":"0'), leaf), *signed[1:]]
-
-    monkeypatch.setattr(SigningProcess, "collect", drifted)
-    with pytest.raises(StoreError, match="statement 1: the signing process made a different"):
-        store.append(batch(0))
-    assert store.size() == size and store._signing is None
-    monkeypatch.undo()
-    assert store.append(batch(0)).first_index == size
-    assert verify_log(store, home.trust()).size == size + LARGE
 
 
 def test_a_helper_started_in_a_folder_with_an_evidence_package_still_signs(
