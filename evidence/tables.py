@@ -34,7 +34,7 @@ class EntryRow(SQLModel, table=True):
     idx: int = Field(sa_column=Column(_BigKey, primary_key=True, autoincrement=False))
     leaf_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     envelope: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    keyid: str = Field(index=True)
+    keyid: str  # not indexed: nothing asks for entries by key
     predicate_type: str = Field(index=True)
     observed_at_us: int | None = Field(default=None, sa_column=Column(BigInteger, index=True))
     logged_at_us: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
@@ -125,6 +125,8 @@ lookup_merged = _table(LookupRow)
 DERIVED_TABLES = (lookup_recent, lookup_merged)
 # Indexes that earlier versions kept on random keys, replaced by the lookup tables.
 RETIRED_INDEXES = ("ix_entries_leaf_prefix", "ix_subjects_digest_prefix", "ix_subjects_digest")
+# Indexes that earlier versions kept and no query used; each cost every append an insert.
+UNUSED_INDEXES = ("ix_entries_keyid",)
 
 _PG_FUNCTION = """
 CREATE OR REPLACE FUNCTION annex_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -184,18 +186,23 @@ def create_schema(engine: Engine) -> None:
 
 
 def add_missing_indexes(engine: Engine) -> list[str]:
-    """Creates the indexes that a log made by an earlier version lacks; returns their names.
+    """Creates the indexes that a log made by an earlier version lacks, and drops those it has
+    that nothing uses; returns the names of those it created.
 
-    Indexes are only ever added, never changed, so this is the whole migration: a writer runs it
-    when it opens the log. `IF NOT EXISTS` makes two writers opening an old log at once safe.
+    Indexes are only ever added or dropped, never changed, so this is the whole migration of
+    the log tables: a writer runs it when it opens the log. `IF [NOT] EXISTS` makes two
+    writers opening an old log at once safe.
     """
     with engine.connect() as conn:
         have = _index_names(conn)
     missing = [i for table in LOG_TABLES for i in table.indexes if i.name not in have]
-    if missing:
+    unused = [name for name in UNUSED_INDEXES if name in have]
+    if missing or unused:
         with engine.begin() as conn:
             for index in missing:
                 conn.execute(CreateIndex(index, if_not_exists=True))
+            for name in unused:
+                conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
     return [str(index.name) for index in missing]
 
 

@@ -16,7 +16,7 @@ from evidence import lookup
 from evidence.errors import VerificationError
 from evidence.home import Home
 from evidence.store import Store, _subject_filter
-from evidence.tables import entries, nodes
+from evidence.tables import _index_names, entries, nodes
 from evidence.verify import verify_log
 from tests.conftest import statement
 
@@ -134,3 +134,21 @@ def test_a_log_holding_level_0_nodes_still_verifies_and_checks_them(
     with pytest.raises(VerificationError, match="entry 7: its leaf hash differs") as failed:
         verify_log(store, home.trust())
     assert failed.value.index == 7
+
+
+def test_an_index_nothing_uses_is_dropped_by_the_next_writer(home: Home) -> None:
+    """Logs made before kept an index on the entries' key id, which no query reads and every
+    append paid for: a new log has none, and a writer opening an old one drops it."""
+    with home.open_store(write=True) as store:
+        store.append(batch(0, 5))
+        with store.engine.connect() as conn:
+            assert "ix_entries_keyid" not in _index_names(conn)
+        with store.engine.begin() as conn:
+            conn.execute(text("CREATE INDEX ix_entries_keyid ON entries (keyid)"))
+    with home.open_store() as store, store.engine.connect() as conn:  # a reader leaves it
+        assert "ix_entries_keyid" in _index_names(conn)
+    with home.open_store(write=True) as store:
+        with store.engine.connect() as conn:
+            assert "ix_entries_keyid" not in _index_names(conn)
+        store.append(batch(5, 5))
+        assert verify_log(store, home.trust()).size == 11
