@@ -141,7 +141,7 @@ def known_good(
     if type(obj) is not dict or not (_REQUIRED <= obj.keys() <= _KEYS):
         return None
     kind, subjects, predicate = obj["predicateType"], obj["subject"], obj.get("predicate", {})
-    if obj["_type"] != STATEMENT_TYPE or type(obj["_type"]) is not str:
+    if type(obj["_type"]) is not str or obj["_type"] != STATEMENT_TYPE:
         return None
     if type(kind) is not str or not _is_uri(kind) or type(predicate) is not dict:
         return None
@@ -155,9 +155,9 @@ def known_good(
             name, digest = subject.get("name"), subject.get("digest")
             if type(name) is not str or not name or type(digest) is not dict or not digest:
                 return None
+            if not all(type(a) is str and type(v) is str for a, v in digest.items()):
+                return None
             for algorithm, value in sorted(digest.items()):
-                if type(algorithm) is not str or type(value) is not str:
-                    return None
                 check_digest(algorithm, value)
                 out.append((name, algorithm, value))
         if not all(type(key) is str for key in predicate):
@@ -168,7 +168,7 @@ def known_good(
         if type(observed) is not str:
             return None
         return kind, out, parse_timestamp(observed)
-    except (ValueError, TypeError):  # TypeError: digest algorithms that do not sort
+    except ValueError:  # a digest or observedAt the model refuses too
         return None
 
 

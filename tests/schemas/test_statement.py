@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -176,3 +177,20 @@ def test_the_quick_check_agrees_with_the_model_on_json(data: dict[str, object]) 
         for algorithm, value in sorted(s.digest.items())
     ]
     assert found == (model.predicate_type, subjects, model.observed_at)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d["subject"][0]["digest"].update({1: "ab" * 32}),
+        lambda d: d["predicate"].update({2: "x"}),
+        lambda d: d["predicate"].update(observedAt=datetime(2026, 1, 1, tzinfo=UTC)),
+        lambda d: d.update(_type=STATEMENT_TYPE.encode()),
+    ],
+    ids=["int-algorithm", "int-predicate-key", "datetime-observed", "bytes-type"],
+)
+def test_values_json_cannot_hold_go_to_the_model(change: Any) -> None:
+    """What a Python caller may pass and JSON cannot hold is left to the model to judge."""
+    data = statement(1)
+    change(data)
+    assert known_good(data) is None
