@@ -194,7 +194,7 @@ def add_missing_indexes(engine: Engine) -> list[str]:
     writers opening an old log at once safe.
     """
     with engine.connect() as conn:
-        have = _index_names(conn)
+        have = index_names(conn)
     missing = [i for table in LOG_TABLES for i in table.indexes if i.name not in have]
     unused = [name for name in UNUSED_INDEXES if name in have]
     if missing or unused:
@@ -206,7 +206,7 @@ def add_missing_indexes(engine: Engine) -> list[str]:
     return [str(index.name) for index in missing]
 
 
-def _index_names(conn: Connection) -> set[str]:
+def index_names(conn: Connection) -> set[str]:
     """Every index name in the database, from the catalog (SQLAlchemy's reflection skips
     indexes on expressions in SQLite)."""
     if conn.dialect.name == "sqlite":

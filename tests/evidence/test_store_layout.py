@@ -16,7 +16,7 @@ from evidence import lookup
 from evidence.errors import VerificationError
 from evidence.home import Home
 from evidence.store import Store, _subject_filter
-from evidence.tables import _index_names, entries, nodes
+from evidence.tables import entries, index_names, nodes
 from evidence.verify import verify_log
 from tests.conftest import statement
 
@@ -142,13 +142,13 @@ def test_an_index_nothing_uses_is_dropped_by_the_next_writer(home: Home) -> None
     with home.open_store(write=True) as store:
         store.append(batch(0, 5))
         with store.engine.connect() as conn:
-            assert "ix_entries_keyid" not in _index_names(conn)
+            assert "ix_entries_keyid" not in index_names(conn)
         with store.engine.begin() as conn:
             conn.execute(text("CREATE INDEX ix_entries_keyid ON entries (keyid)"))
     with home.open_store() as store, store.engine.connect() as conn:  # a reader leaves it
-        assert "ix_entries_keyid" in _index_names(conn)
+        assert "ix_entries_keyid" in index_names(conn)
     with home.open_store(write=True) as store:
         with store.engine.connect() as conn:
-            assert "ix_entries_keyid" not in _index_names(conn)
+            assert "ix_entries_keyid" not in index_names(conn)
         store.append(batch(5, 5))
         assert verify_log(store, home.trust()).size == 11

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from evidence import lookup
 from evidence.canonical import canonical_bytes
@@ -17,6 +17,7 @@ from evidence.errors import DuplicateEntry, InputError, StoreError
 from evidence.home import Home
 from evidence.keys import Signer
 from evidence.store import Store, prepare_envelopes
+from evidence.tables import index_names
 from evidence.verify import verify_log
 from tests.conftest import statement
 
@@ -120,14 +121,7 @@ def test_the_lookup_searches_primary_keys(sqlite_home: Home) -> None:
 
 def _tables_and_indexes(home: Home) -> set[str]:
     with home.open_store() as store, store.engine.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            sql = "SELECT name FROM sqlite_master"
-        else:
-            sql = (
-                "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
-                "UNION SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-            )
-        return {row[0] for row in conn.execute(text(sql))}
+        return index_names(conn) | set(inspect(conn).get_table_names())
 
 
 def test_a_log_made_before_the_lookup_gets_it_when_opened_to_write(
