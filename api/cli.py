@@ -45,6 +45,7 @@ from evidence.keys import (
 from evidence.note import TlogProof
 from evidence.store import Store
 from evidence.verify import verify_entry, verify_log
+from schemas import authority
 from schemas.trust import TrustedKey
 
 # -- init, append, show ---------------------------------------------------------------------------
@@ -363,12 +364,17 @@ def verify_entry_cmd(
 def _key_json(key: TrustedKey) -> dict[str, Any]:
     data = key.model_dump(mode="json")
     data["note_verifier"] = str(note_verifier(key)) if key.algorithm == "ed25519" else None
+    data["may_sign"] = authority.describe(key)
+    data["signs_checkpoints"] = authority.may_sign_checkpoints(key)
+    if key.role == "collector":
+        data["predicates"] = list(authority.collector_predicates(key))
     return data
 
 
 @command(keys_app, "list")
 def keys_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
-    """List the keys of the trust file: role, algorithm, status, the entries each may sign."""
+    """List the keys of the trust file: role, algorithm, status, the entries each may sign
+    and what its role lets it sign (schemas/authority.py)."""
     trust = open_home(home).trust().trust
     if json_out:
         print_json({"origin": trust.origin, "keys": [_key_json(k) for k in trust.keys]})
@@ -376,8 +382,10 @@ def keys_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     for k in trust.keys:
         stdout.print(
             f"{k.keyid[:16]}  {k.role:13} {k.algorithm:17} {k.status:8} "
-            f"entries {entry_window(k):12} since {k.valid_from:%Y-%m-%d %H:%M}  {k.name}"
+            f"entries {entry_window(k):12} since {k.valid_from:%Y-%m-%d %H:%M}  {k.name}",
+            highlight=False,
         )
+        stdout.print(f"{'':18}may sign: {authority.describe(k)}", highlight=False)
 
 
 RoleOpt = Annotated[
@@ -500,10 +508,22 @@ def keys_add_collector(
     public_key: Annotated[
         Path, typer.Argument(metavar="PUBLIC.pem", help="Its Ed25519 public key (PEM).")
     ],
+    predicates: Annotated[
+        str,
+        typer.Option(
+            "--predicates",
+            help="Comma-separated predicate types it may sign: Annex names (gpu-inventory, "
+            "eval-run, ...) or full URIs. Never model-release or a log-only type.",
+        ),
+    ] = "gpu-inventory",
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Trust a remote collector's Ed25519 key: envelopes it signs may be appended from now on."""
+    """Trust a remote collector's Ed25519 key for the predicate types it may sign, from now on.
+
+    Envelopes it signs of any other type are refused (403) and fail verification.
+    """
+    kinds = _predicate_list(predicates)
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -516,11 +536,33 @@ def keys_add_collector(
     if not isinstance(loaded, Ed25519PublicKey):
         raise InputError(f"{public_key}: a collector key must be Ed25519")
     raw = loaded.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    key = open_home(home).add_collector_key(name, raw)
+    key = open_home(home).add_collector_key(name, raw, kinds)
     if json_out:
         print_json(_key_json(key))
         return
-    stdout.print(f"trusted collector {name}: key {key.keyid[:16]} (role collector)")
+    stdout.print(
+        f"trusted collector {name}: key {key.keyid[:16]} (role collector), "
+        f"may sign: {authority.describe(key)}",
+        highlight=False,
+    )
+
+
+def _predicate_list(text: str) -> list[str]:
+    """`--predicates` as full predicate type URIs; InputError naming the one that is refused."""
+    names = [n for n in (part.strip() for part in text.split(",")) if n]
+    if not names:
+        raise InputError("--predicates: name at least one predicate type")
+    kinds = []
+    for name in names:
+        try:
+            kind = authority.expand_predicate(name)
+            authority.check_registration("collector", [kind])
+        except ValueError as exc:
+            raise InputError(f"--predicates {name}: {exc}") from None
+        if kind in kinds:
+            raise InputError(f"--predicates: {name} is listed twice")
+        kinds.append(kind)
+    return kinds
 
 
 # -- demo -----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from evidence.errors import (
     AnnexError,
+    AuthorityError,
     ConfigError,
     InputError,
     StoreError,
@@ -82,6 +83,7 @@ _STATUS: tuple[tuple[type[AnnexError], int], ...] = (
     (TooLarge, 413),
     (Unprocessable, 422),
     (TrustError, 403),
+    (AuthorityError, 403),  # a trusted key signing what its role may not
     (VerificationError, 422),
     (InputError, 400),
     (StoreError, 503),

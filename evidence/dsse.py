@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from evidence.canonical import canonical_bytes, parse_json
 from evidence.errors import InputError, VerificationError
@@ -23,6 +22,9 @@ from evidence.errors import InputError, VerificationError
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 _IN_TOTO_TYPE_BYTES = IN_TOTO_PAYLOAD_TYPE.encode()
 _PLAIN = re.compile(r"[ !#-\[\]-~]*")
+# Signatures an envelope may carry: each costs a verification at ingest and at every verify,
+# and a statement needs one signer, two when a second party countersigns.
+MAX_SIGNATURES = 4
 
 
 class Signer(Protocol):
@@ -125,11 +127,32 @@ class Envelope:
             if not isinstance(raw, Mapping) or not isinstance(raw.get("keyid"), str):
                 raise InputError(f"{where} must be an object with a string keyid")
             sigs.append(Signature(raw["keyid"], b64decode(raw.get("sig"), what=f"{where}.sig")))
+        _check_signature_list(sigs, what)
         return cls(payload_type, payload, tuple(sigs))
 
     @classmethod
     def from_json(cls, data: bytes | str, *, what: str = "envelope") -> Envelope:
         return cls.from_dict(parse_json(data, what=what), what=what)
+
+
+def _check_signature_list(sigs: list[Signature], what: str) -> None:
+    """At most MAX_SIGNATURES, each key once: copies of one signature would otherwise cost a
+    verification each, and make the same statement look like new evidence."""
+    if len(sigs) > MAX_SIGNATURES:
+        raise InputError(
+            f"{what}.signatures has {len(sigs)} signatures: at most {MAX_SIGNATURES} are accepted"
+        )
+    seen: set[str] = set()
+    for i, s in enumerate(sigs):
+        if s.keyid in seen:
+            raise InputError(f"{what}.signatures[{i}]: key {s.keyid[:16]} signs twice")
+        seen.add(s.keyid)
+
+
+class SignatureKey(Protocol):
+    """A public key as envelope verification needs it."""
+
+    def verify(self, signature: bytes, data: bytes) -> None: ...
 
 
 def sign_envelope(
@@ -139,26 +162,24 @@ def sign_envelope(
     return Envelope(payload_type, payload, (Signature(signer.keyid, sig),))
 
 
-def verify_envelope(
-    envelope: Envelope, public_key: Callable[[str], Ed25519PublicKey | None]
-) -> str:
-    """Checks every signature made by a known key; returns the keyid of the first one.
+def verify_envelope(envelope: Envelope, public_key: Callable[[str], SignatureKey | None]) -> str:
+    """Checks every signature; returns the keyid of the first one.
 
-    `public_key` maps a keyid to the key trusted for this envelope, or None when unknown.
-    Signatures by unknown keys are ignored; at least one known signature must exist.
+    `public_key` maps a keyid to the key trusted for this envelope, or None when unknown; it
+    raises (VerificationError, AuthorityError) for a key that may not sign it. Every signature
+    must be by a known key and verify: a signature nobody can check is not carried into the log.
     """
     message = pae(envelope.payload_type, envelope.payload)
-    first = None
+    if not envelope.signatures:
+        raise VerificationError("envelope carries no signature")
     for s in envelope.signatures:
         key = public_key(s.keyid)
         if key is None:
-            continue
+            raise VerificationError(
+                f"envelope is not signed by any trusted key: key {s.keyid[:16]} is unknown"
+            )
         try:
             key.verify(s.sig, message)
         except InvalidSignature:
             raise VerificationError(f"signature by key {s.keyid[:16]} does not verify") from None
-        first = first or s.keyid
-    if first is None:
-        ids = ", ".join(s.keyid[:16] for s in envelope.signatures)
-        raise VerificationError(f"envelope is not signed by any trusted key (signed by {ids})")
-    return first
+    return envelope.signatures[0].keyid

@@ -83,3 +83,15 @@ class VerificationError(AnnexError):
     def __init__(self, message: str, *, index: int | None = None) -> None:
         super().__init__(message)
         self.index = index
+
+
+class AuthorityError(VerificationError):
+    """A signature by a trusted key that its role may not make: a collector key on a model
+    release, a model-signing key on a checkpoint (schemas/authority.py).
+
+    Refused at every door: 403 when offered to the API, exit 1 from a verifier, naming the key
+    and the predicate type.
+    """
+
+    exit_code = 1
+    http_status = 403

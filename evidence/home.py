@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import base64
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from evidence.canonical import canonical_bytes
+from evidence.dsse import sign_envelope
 from evidence.entry import rfc3339
 from evidence.errors import ConfigError, InputError, TrustError
 from evidence.keys import (
@@ -40,6 +42,7 @@ from evidence.keys import (
 from evidence.model_signature import ModelSigner
 from evidence.note import check_key_name
 from evidence.store import AppendResult, Store
+from schemas.authority import DEFAULT_COLLECTOR_PREDICATES
 from schemas.key_event import KEY_EVENT, KeyEvent
 from schemas.statement import STATEMENT_TYPE
 from schemas.trust import KeyRole, KeyStatus, TrustedKey, TrustFile
@@ -123,23 +126,28 @@ class Home:
         return ModelSigner(trusted, path, self.passphrase)
 
     def append_release(self, keyid: str, statement: Mapping[str, Any]) -> int:
-        """Logs a release signed by model-signing key `keyid`, if it is still active; its index.
+        """Logs a release as the model-signing key `keyid`'s own signed statement; its index.
 
-        The check runs inside the sequencer lock, so a key revoked while the model was being
-        signed cannot slip a release into the log after its revocation.
+        The envelope is signed with that key, since only a model-signing key may say a model
+        was released (schemas/authority.py). The key must still be active inside the sequencer
+        lock, so a key revoked while the model was being signed cannot slip a release in.
         """
+        trusted = find_key(self.trust().trust, keyid)
+        key = load_model_signing_key(self._key_file(trusted.keyid), trusted.name, self.passphrase)
+        payload = canonical_bytes(statement, what="release statement")
+        envelope = sign_envelope(payload, key)
 
-        def build(size: int) -> list[Mapping[str, Any]]:
-            key = find_key(self.trust().trust, keyid)
-            if key.status != "active":
+        def still_active(_size: int) -> None:
+            now = find_key(self.trust().trust, keyid)
+            if now.status != "active":
                 raise TrustError(
-                    f"model-signing key {key.keyid[:16]} ({key.name}) was {key.status} at "
-                    f"entry {key.valid_until_size} while the model was signed: nothing logged"
+                    f"model-signing key {now.keyid[:16]} ({now.name}) was {now.status} at "
+                    f"entry {now.valid_until_size} while the model was signed: nothing logged"
                 )
-            return [statement]
 
         with self.open_store(write=True) as store:
-            return store.append_locked(build).first_index
+            done = store.append_envelopes([envelope], labels=["release"], inside=still_active)
+            return done.first_index
 
     # -- opening and creating -----------------------------------------------------------------
 
@@ -270,8 +278,14 @@ class Home:
             store.append_locked(build)
         return revoked[0]
 
-    def add_collector_key(self, name: str, public_key: bytes) -> TrustedKey:
-        """Trusts a remote collector's Ed25519 key from the current position on."""
+    def add_collector_key(
+        self,
+        name: str,
+        public_key: bytes,
+        predicates: Sequence[str] = DEFAULT_COLLECTOR_PREDICATES,
+    ) -> TrustedKey:
+        """Trusts a remote collector's Ed25519 key from the current position on, for the
+        predicate types it may sign (full URIs) and no others."""
         check_key_name(name)
         added: list[TrustedKey] = []
 
@@ -283,7 +297,10 @@ class Home:
                 public_key=base64.b64encode(public_key).decode(),
                 valid_from=utc_now(),
                 valid_from_size=size,
+                predicates=tuple(predicates),
             )
+            if key.keyid in {k.keyid for k in self.trust().trust.keys}:
+                raise InputError(f"key {key.keyid[:16]} is already in the trust file")
             self._save(self.trust().trust, [key])
             added.append(key)
             return [key_event("created", key)]
@@ -362,6 +379,7 @@ def key_event(
         validUntilSize=key.valid_until_size,
         previousKeyid=None if previous is None else previous.keyid,
         reason=reason,
+        predicates=None if key.predicates is None else list(key.predicates),
     ).model_dump(exclude_none=True)
     subject = [{"name": f"key:{key.name}", "digest": {"sha256": key.keyid}}]
     if previous is not None:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -30,8 +30,15 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from pydantic import ValidationError
 
 from evidence.canonical import parse_json
-from evidence.errors import ConfigError, InputError, TrustError, VerificationError
+from evidence.errors import (
+    AuthorityError,
+    ConfigError,
+    InputError,
+    TrustError,
+    VerificationError,
+)
 from evidence.note import NoteVerifier, check_key_name
+from schemas.authority import describe, may_sign, may_sign_checkpoints, short_predicate
 from schemas.trust import KeyRole, TrustedKey, TrustFile
 
 
@@ -95,6 +102,11 @@ class ModelSigningKey:
     @cached_property
     def keyid(self) -> str:
         return keyid_of(self.public_der)
+
+    def sign(self, data: bytes) -> bytes:
+        """An ECDSA P-256 signature (DER) over SHA-256 of `data`: how a release's DSSE
+        envelope is signed, so the release entry is the model-signing key's own word."""
+        return self.private_key.sign(data, ec.ECDSA(hashes.SHA256()))
 
     @classmethod
     def generate(cls, name: str) -> ModelSigningKey:
@@ -222,17 +234,48 @@ def save_trust(path: Path, trust: TrustFile) -> None:
         os.close(dir_fd)
 
 
+@dataclass(frozen=True)
+class EntryKey:
+    """A trusted key's public half, checking signatures over log entries in its algorithm."""
+
+    trusted: TrustedKey
+    public: Ed25519PublicKey | ec.EllipticCurvePublicKey
+
+    def verify(self, sig: bytes, message: bytes) -> None:
+        """Raises cryptography's InvalidSignature when `sig` is not this key's over `message`."""
+        if isinstance(self.public, Ed25519PublicKey):
+            self.public.verify(sig, message)
+        else:
+            self.public.verify(sig, message, ec.ECDSA(hashes.SHA256()))
+
+
+def _entry_key(key: TrustedKey) -> EntryKey:
+    raw = key.raw_public_key
+    if key.algorithm == "ed25519":
+        return EntryKey(key, Ed25519PublicKey.from_public_bytes(raw))
+    public = serialization.load_der_public_key(raw)
+    assert isinstance(public, ec.EllipticCurvePublicKey)  # the trust file checked the DER
+    return EntryKey(key, public)
+
+
 class TrustIndex:
-    """Lookups over a trust file, with the public key objects built once."""
+    """Lookups over a trust file, with the public key objects built once.
+
+    Every signature is checked for authority as well as validity: `entry_signer` answers only
+    for a key whose role may sign that predicate type (schemas/authority.py), and only log keys
+    are note verifiers, so no other key can sign a checkpoint.
+    """
 
     def __init__(self, trust: TrustFile) -> None:
         self.trust = trust
         self._keys = {k.keyid: k for k in trust.keys}
-        ed25519 = [k for k in trust.keys if k.algorithm == "ed25519"]
+        self._entry = {k.keyid: _entry_key(k) for k in trust.keys}
         self._public = {
-            k.keyid: Ed25519PublicKey.from_public_bytes(k.raw_public_key) for k in ed25519
+            k.keyid: Ed25519PublicKey.from_public_bytes(k.raw_public_key)
+            for k in trust.keys
+            if k.algorithm == "ed25519"
         }
-        self.verifiers = [note_verifier(k) for k in ed25519]
+        self.verifiers = [note_verifier(k) for k in trust.keys if may_sign_checkpoints(k)]
 
     def get(self, keyid: str) -> TrustedKey:
         key = self._keys.get(keyid)
@@ -243,28 +286,36 @@ class TrustIndex:
     def public_key(self, keyid: str) -> Ed25519PublicKey | None:
         return self._public.get(keyid)
 
-    def entry_key(self, keyid: str, index: int) -> Ed25519PublicKey | None:
-        """The key to check a signature on entry `index` with; None for an unknown key."""
+    def entry_signer(self, keyid: str, index: int | None, predicate: str) -> EntryKey:
+        """The key to check a signature on a statement of type `predicate` with, at entry
+        `index` (None: position not known yet, the sequencer checks it).
+
+        Raises VerificationError for a key the trust file does not hold or that was not valid
+        at `index`, and AuthorityError for one whose role may not sign `predicate`.
+        """
         key = self._keys.get(keyid)
         if key is None:
-            return None
-        if key.keyid not in self._public:
             raise VerificationError(
-                f"entry {index} names key {keyid[:16]}, a {key.role} key: it signs model "
-                "releases, never log entries",
+                f"not signed by any trusted key: key {keyid[:16]} is not in the trust file"
+            )
+        if not may_sign(key, predicate):
+            raise AuthorityError(
+                f"signed by {key.role} key {keyid[:16]} ({key.name}), which may not sign "
+                f"{short_predicate(predicate)} statements (it may sign: {describe(key)})",
                 index=index,
             )
-        if not key.signs_entry(index):
+        if index is not None and not key.signs_entry(index):
             raise VerificationError(
-                f"entry {index} is signed by key {keyid[:16]}, {key.status} and not valid "
-                f"at that position (valid for entries {entry_window(key)})",
+                f"signed by key {keyid[:16]} ({key.name}), {key.status} and not valid at entry "
+                f"{index} (valid for entries {entry_window(key)})",
                 index=index,
             )
-        return self._public[keyid]
+        return self._entry[keyid]
 
     def checkpoint_key_valid(self, verifier: NoteVerifier, size: int) -> bool:
+        """Whether a note key signs checkpoints of `size`: a log key, valid at that size."""
         key = self._keys.get(keyid_of(verifier.public_key))
-        return key is not None and key.signs_checkpoint(size)
+        return key is not None and may_sign_checkpoints(key) and key.signs_checkpoint(size)
 
 
 def entry_window(key: TrustedKey) -> str:

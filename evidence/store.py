@@ -60,6 +60,7 @@ from evidence.entry import (
     to_us,
 )
 from evidence.errors import (
+    AuthorityError,
     ConfigError,
     DuplicateEntry,
     InputError,
@@ -221,21 +222,35 @@ def prepare_envelopes(
         statement = parse_json(envelope.payload, what=f"{where} payload")
         metadata.append(check_statement(statement, where=f"{where} payload"))
 
-    def check(item: tuple[Envelope, str]) -> tuple[str, ...]:
-        envelope, where = item
+    def check(item: tuple[Envelope, str, str]) -> tuple[str, ...]:
+        envelope, kind, where = item
         try:
-            verify_envelope(envelope, trust.public_key)
+            verify_envelope(envelope, lambda k: trust.entry_signer(k, None, kind))
+        except AuthorityError as exc:
+            raise AuthorityError(f"{where}: {exc}") from None
         except VerificationError as exc:
             raise TrustError(f"{where}: {exc}") from None
-        return tuple(s.keyid for s in envelope.signatures if trust.public_key(s.keyid))
+        return tuple(s.keyid for s in envelope.signatures)
 
-    keyids = map_chunked(check, list(zip(envelopes, labels, strict=True)))
+    kinds = [m.predicate_type for m in metadata]
+    keyids = map_chunked(check, list(zip(envelopes, kinds, labels, strict=True)))
     out = []
     for envelope, derived, known, where in zip(envelopes, metadata, keyids, labels, strict=True):
         data = envelope.canonical()
         out.append(Prepared(data, leaf_hash(data), known, derived, where))
     _refuse_repeats(out)
     return out
+
+
+def _check_signer(trust: TrustIndex, keyid: str, index: int, kind: str, where: str) -> None:
+    """Raises unless `keyid` may sign a statement of type `kind` as entry `index`: TrustError
+    for a key not valid there, AuthorityError for one whose role may not sign that type."""
+    try:
+        trust.entry_signer(keyid, index, kind)
+    except AuthorityError as exc:
+        raise AuthorityError(f"{where}: {exc}", index=index) from None
+    except VerificationError as exc:
+        raise TrustError(f"{where}: {exc}") from None
 
 
 def _refuse_repeats(batch: Sequence[Prepared]) -> None:
@@ -372,13 +387,27 @@ class Store:
         return self._commit(lambda _size: batch)
 
     def append_envelopes(
-        self, envelopes: Sequence[Envelope], *, labels: Sequence[str] | None = None
+        self,
+        envelopes: Sequence[Envelope],
+        *,
+        labels: Sequence[str] | None = None,
+        inside: Callable[[int], None] | None = None,
     ) -> AppendResult:
-        """Appends envelopes signed elsewhere (by keys in the trust file)."""
+        """Appends envelopes signed elsewhere (by keys in the trust file that may sign them).
+
+        `inside(size)` runs under the sequencer lock before anything is written, and may raise
+        to append nothing (a check that must hold across processes).
+        """
         _, trust = self._writer()
         names = labels or [f"envelope {i + 1}" for i in range(len(envelopes))]
         batch = prepare_envelopes(envelopes, trust, names)
-        return self._commit(lambda _size: batch, refuse_logged=True)
+
+        def at(size: int) -> list[Prepared]:
+            if inside is not None:
+                inside(size)
+            return batch
+
+        return self._commit(at, refuse_logged=True)
 
     def append_locked(
         self,
@@ -412,7 +441,7 @@ class Store:
             if refuse_logged:
                 _refuse_logged(conn, batch)
             signer, trust = self._writer()  # re-read inside the lock: a rotation may have happened
-            self._check_windows(trust, signer, size, [p.keyids for p in batch])
+            self._check_windows(trust, signer, size, batch)
             rows = _Rows(self._right_edge(conn, size))
             rows.add(batch)
             rows.insert(conn)
@@ -446,7 +475,7 @@ class Store:
 
         def run(conn: Connection, size: int) -> AppendResult:
             signer, trust = self._writer()
-            self._check_windows(trust, signer, size, [(signer.keyid,)] * len(statements))
+            self._check_windows(trust, signer, size, [])
             rows = _Rows(self._right_edge(conn, size))
             helper = self._signing_process(signer)
             chunks = sign_chunks(len(statements))
@@ -455,6 +484,9 @@ class Store:
             def send(chunk: range) -> None:
                 start, end = chunk.start, chunk.stop
                 checked = check_statements(statements[start:end], labels[start:end])
+                for offset, (_, metadata, where) in enumerate(checked):
+                    kind = metadata.predicate_type
+                    _check_signer(trust, signer.keyid, size + start + offset, kind, where)
                 helper.submit([pae(IN_TOTO_PAYLOAD_TYPE, payload) for payload, _, _ in checked])
                 sent.append(checked)
 
@@ -523,19 +555,17 @@ class Store:
 
     @staticmethod
     def _check_windows(
-        trust: TrustIndex, signer: Signer, size: int, keyids: Sequence[tuple[str, ...]]
+        trust: TrustIndex, signer: Signer, size: int, batch: Sequence[Prepared]
     ) -> None:
-        """The log key may sign the checkpoint after the batch, and the keys of each entry
-        (`keyids[i]`, for entry size + i) may sign entries there."""
-        last = size + len(keyids)
+        """The log key may sign the checkpoint after the batch, and the signers of each entry
+        may sign its predicate type at its position (entry size + i)."""
+        last = size + len(batch)
         log_key = trust.get(signer.keyid)
         if not log_key.signs_checkpoint(last):
             raise TrustError(f"log key {signer.keyid[:16]} is {log_key.status}: it cannot sign")
-        for offset, ids in enumerate(keyids):
-            for keyid in ids:
-                key = trust.get(keyid)
-                if not key.signs_entry(size + offset):
-                    raise TrustError(f"key {keyid[:16]} is {key.status}: it cannot sign entries")
+        for offset, p in enumerate(batch):
+            for keyid in p.keyids:
+                _check_signer(trust, keyid, size + offset, p.metadata.predicate_type, p.label)
 
     def _right_edge(self, conn: Connection, size: int) -> CompactRange:
         edge = _range_nodes(0, size) if size else []

@@ -25,7 +25,7 @@ from sqlalchemy import Connection, and_, func, select
 from evidence.dsse import Envelope, pae, verify_envelope
 from evidence.entry import Metadata, Subject, rfc3339, statement_metadata
 from evidence.errors import AnnexError, InputError, VerificationError
-from evidence.keys import TrustIndex, keyid_of
+from evidence.keys import EntryKey, TrustIndex, keyid_of
 from evidence.merkle import (
     EMPTY_ROOT,
     CompactRange,
@@ -128,18 +128,23 @@ def open_checkpoint(note: str, trust: TrustIndex) -> VerifiedCheckpoint:
 
 
 def verify_entry(envelope: Envelope, proof: TlogProof, trust: TrustIndex) -> EntryReport:
-    """What an auditor runs offline: envelope + tlog-proof + trust file, no database."""
+    """What an auditor runs offline: envelope + tlog-proof + trust file, no database.
+
+    The signers must be keys whose role may sign the statement's predicate type, valid at the
+    entry's position; a valid signature by any other trusted key fails (AuthorityError).
+    """
     head = open_checkpoint(proof.checkpoint, trust)
     checkpoint = head.checkpoint
-    keyid = verify_envelope(envelope, lambda k: trust.entry_key(k, proof.index))
-    verify_inclusion(
-        leaf_hash(envelope.canonical()), proof.index, checkpoint.size, proof.hashes, checkpoint.root
-    )
     try:
         statement = json.loads(envelope.payload)
         check_statement(statement, where="envelope payload")
     except (ValueError, InputError) as exc:
         raise VerificationError(f"the signed payload is not a valid statement: {exc}") from None
+    kind = statement["predicateType"]
+    keyid = verify_envelope(envelope, lambda k: trust.entry_signer(k, proof.index, kind))
+    verify_inclusion(
+        leaf_hash(envelope.canonical()), proof.index, checkpoint.size, proof.hashes, checkpoint.root
+    )
     return EntryReport(proof.index, checkpoint.size, head.issued_at, keyid, statement)
 
 
@@ -148,7 +153,7 @@ def verify_entry(envelope: Envelope, proof: TlogProof, trust: TrustIndex) -> Ent
 
 @dataclass(frozen=True)
 class _Check:
-    key: Ed25519PublicKey
+    key: Ed25519PublicKey | EntryKey
     sig: bytes
     message: bytes
     index: int
@@ -244,7 +249,7 @@ class _LogWalk:
         envelope, statement = _parse(index, row.envelope)
         self._check_metadata(index, row, statement)
         self.batch_times.append((index, row.logged_at_us))
-        self._queue_signatures(index, row.keyid, envelope, sigs)
+        self._queue_signatures(index, row.keyid, envelope, row.predicate_type, sigs)
         for node, h in self.tree.append(leaf)[1:]:
             stored = self.nodes.next_or_none()
             if stored is None or (stored.level, stored.idx) != (node.level, node.index):
@@ -271,18 +276,17 @@ class _LogWalk:
             )
 
     def _queue_signatures(
-        self, index: int, keyid: str, envelope: Envelope, sigs: _Signatures
+        self, index: int, keyid: str, envelope: Envelope, kind: str, sigs: _Signatures
     ) -> None:
+        """Every signature must be by a key that may sign `kind` at `index`, and verify."""
         message = pae(envelope.payload_type, envelope.payload)
-        known = []
         for s in envelope.signatures:
-            key = self.trust.entry_key(s.keyid, index)
-            if key is not None:
-                known.append(s.keyid)
-                sigs.add(_Check(key, s.sig, message, index, f"entry {index}"))
-        if not known:
-            raise _bad(index, "is not signed by any key in the trust file")
-        if keyid != known[0]:
+            try:
+                key = self.trust.entry_signer(s.keyid, index, kind)
+            except VerificationError as exc:
+                raise type(exc)(f"entry {index}: {exc}", index=index) from None
+            sigs.add(_Check(key, s.sig, message, index, f"entry {index}"))
+        if keyid != envelope.signatures[0].keyid:
             raise _bad(index, "its recorded keyid is not the key that signed it")
 
     def _checkpoints_at(self, size: int, sigs: _Signatures) -> None:

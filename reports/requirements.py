@@ -65,8 +65,9 @@ def _contract(proven: Proven, model: type[M], what: str) -> M:
 class Signed:
     """A release in the log over exactly the files on disk, by a trusted, unrevoked key.
 
-    The release entry must prove (signature by a log key valid at its index, inclusion in the
-    signed checkpoint); its signed manifest must equal the manifest just computed from disk; its
+    The release entry must prove (signed by the model-signing key it names, valid at its index:
+    no other role may sign a release; inclusion in the signed checkpoint); its signed manifest
+    must equal the manifest just computed from disk; its
     `signingKeyid` must be a model-signing key of the trust file that is not revoked (whenever it
     was revoked: a leaked key taints what it signed before the leak was known) and was valid at
     the release's index (a key retired by rotation keeps its earlier releases). A model.sig
@@ -86,7 +87,7 @@ class Signed:
         for proven in context.proven(candidates, problems):
             try:
                 release = _release(proven, context.digest)
-                key = _signing_key(release, proven.index, context.trust)
+                key = _signing_key(release, proven, context.trust)
                 bundle = _check_bundle(context, key, proven.index, required=self.signature_file)
             except VerificationError as exc:
                 problems.append(str(exc))
@@ -154,10 +155,17 @@ def _release(proven: Proven, digest: str) -> ModelReleasePredicate:
     return release
 
 
-def _signing_key(release: ModelReleasePredicate, index: int, trust: TrustIndex) -> TrustedKey:
-    keyid = release.signing_keyid
+def _signing_key(release: ModelReleasePredicate, proven: Proven, trust: TrustIndex) -> TrustedKey:
+    """The model-signing key the release names; it must be the key that signed the entry."""
+    keyid, index = release.signing_keyid, proven.index
     key = next((k for k in trust.trust.keys if k.keyid == keyid), None)
     where = f"entry {index}: signing key {keyid[:16]}"
+    if proven.keyid != keyid:
+        raise VerificationError(
+            f"{where} is named in the release, but the entry is signed by key "
+            f"{proven.keyid[:16]}: a release counts only as its model-signing key's own word",
+            index=index,
+        )
     if key is None:
         raise VerificationError(f"{where} is not in the trust file", index=index)
     if key.role != MODEL_SIGNING_ROLE:

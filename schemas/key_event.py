@@ -33,3 +33,4 @@ class KeyEvent(BaseModel):
     validUntilSize: int | None = None
     previousKeyid: str | None = None
     reason: str | None = None
+    predicates: list[str] | None = None  # what a collector key was registered to sign

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -38,6 +39,8 @@ from pydantic import (
 )
 
 TRUST_FILE_VERSION: Literal[1] = 1
+
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+")
 
 KeyStatus = Literal["active", "retired", "revoked"]
 KeyRole = Literal["log", "collector", "model-signing"]
@@ -65,6 +68,20 @@ class TrustedKey(BaseModel):
     valid_until: datetime | None = None
     valid_until_size: int | None = Field(default=None, ge=0)
     reason: str | None = None
+    # The predicate types a collector key may sign (schemas/authority.py); other roles take
+    # their authority from the role alone and list none.
+    predicates: tuple[str, ...] | None = None
+
+    @field_validator("predicates")
+    @classmethod
+    def _uris(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None:
+            for uri in value:
+                if not _URI.fullmatch(uri):
+                    raise ValueError(f"predicate type {uri!r} is not a URI")
+            if len(set(value)) != len(value):
+                raise ValueError("a predicate type is listed twice")
+        return value
 
     @field_validator("public_key")
     @classmethod
@@ -91,6 +108,9 @@ class TrustedKey(BaseModel):
             raise ValueError("an active key has no end of validity; a retired or revoked one has")
         if self.valid_until_size is not None and self.valid_until_size < self.valid_from_size:
             raise ValueError("valid_until_size is before valid_from_size")
+        from schemas.authority import check_registration  # the table imports this module
+
+        check_registration(self.role, self.predicates)
         return self
 
     @property

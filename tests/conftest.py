@@ -19,6 +19,10 @@ PG_ENV = "ANNEX_TEST_POSTGRES_URL"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
+# What the tests' collector keys are registered to sign: the kinds `statement` makes them post.
+COLLECTOR_KINDS = tuple(f"https://annex.dev/predicates/{k}/v1" for k in ("example", "gpu"))
+
+
 def statement(i: int, *, kind: str = "example", observed: str | None = None) -> dict[str, Any]:
     """A small valid in-toto statement whose subject digest depends on `i`."""
     return {

@@ -27,7 +27,7 @@ from evidence.note import TlogProof
 from evidence.verify import verify_entry
 from schemas.oversight import OVERSIGHT_EVENT, OversightAction
 from tests.api.conftest import annex_command
-from tests.conftest import statement
+from tests.conftest import COLLECTOR_KINDS, statement
 from tests.reports.oversight_fixture import SYSTEM, Rig
 
 API = "/api/v1"
@@ -84,7 +84,7 @@ def api(home: Home, tmp_path: Path) -> Iterator[Api]:
 
 def collector(home: Home, name: str = "gpu-node-1") -> Signer:
     signer = Signer.generate(name)
-    home.add_collector_key(name, signer.public_bytes)
+    home.add_collector_key(name, signer.public_bytes, COLLECTOR_KINDS)
     return signer
 
 

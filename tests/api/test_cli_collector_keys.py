@@ -12,11 +12,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from evidence.canonical import canonical_bytes
 from evidence.dsse import sign_envelope
-from evidence.errors import TrustError
+from evidence.errors import AuthorityError, TrustError
 from evidence.home import Home
 from evidence.keys import Signer
+from schemas.gpu import GPU_INVENTORY
 from tests.api.conftest import Annex, Template, log_size
-from tests.conftest import statement
+from tests.conftest import COLLECTOR_KINDS, statement
+
+GPU_KIND = COLLECTOR_KINDS[1]
 
 
 @pytest.fixture
@@ -38,13 +41,60 @@ def test_a_trusted_collectors_envelopes_append(
     with Home(fresh).open_store(write=True) as store, pytest.raises(TrustError):
         store.append_envelopes([envelope])  # not trusted yet
     (tmp_path / "node.pem").write_bytes(pem_of(node))
-    done = annex.fast("keys", "add-collector", "gpu-node-1", tmp_path / "node.pem", "--json")
+    done = annex.fast(
+        "keys", "add-collector", "gpu-node-1", tmp_path / "node.pem", "--json",
+        "--predicates", f"gpu-inventory,{GPU_KIND}",
+    )  # fmt: skip
     assert done.code == 0, done.err
     assert done.json()["role"] == "collector"
     assert done.json()["keyid"] == node.keyid
+    assert done.json()["predicates"] == [GPU_INVENTORY, GPU_KIND]
     with Home(fresh).open_store(write=True) as store:
         appended = store.append_envelopes([envelope])
     assert appended.first_index == template.size + 1  # after the key event
+
+
+def test_a_collector_key_is_registered_for_gpu_inventory_alone_by_default(
+    annex: Annex, fresh: Path, tmp_path: Path
+) -> None:
+    node = Signer.generate("gpu-node-1")
+    (tmp_path / "node.pem").write_bytes(pem_of(node))
+    done = annex.fast("keys", "add-collector", "gpu-node-1", tmp_path / "node.pem", "--json")
+    assert done.code == 0, done.err
+    assert done.json()["predicates"] == [GPU_INVENTORY]
+    listed = annex.fast("keys", "list").out
+    assert "may sign: gpu-inventory" in listed
+    envelope = sign_envelope(canonical_bytes(statement(1, kind="gpu")), node)
+    with (
+        Home(fresh).open_store(write=True) as store,
+        pytest.raises(AuthorityError, match=r"collector key .* may not sign gpu statements"),
+    ):
+        store.append_envelopes([envelope])
+
+
+@pytest.mark.parametrize(
+    ("predicates", "message"),
+    [
+        ("model-release", "a collector key may never sign model-release: only the model-signing"),
+        ("incident", "a collector key may never sign incident: only the log key may"),
+        ("key-event", "may never sign key-event"),
+        ("report", "may never sign report"),
+        ("gpu-inventroy", "'gpu-inventroy' is not an Annex predicate type"),
+        ("gpu-inventory,gpu-inventory", "gpu-inventory is listed twice"),
+        (",", "name at least one predicate type"),
+        ("https://annex.dev/predicates/model-release/v1", "may never sign model-release"),
+    ],
+)
+def test_a_collector_is_never_registered_for_what_only_another_role_signs(
+    annex: Annex, fresh: Path, template: Template, tmp_path: Path, predicates: str, message: str
+) -> None:
+    (tmp_path / "node.pem").write_bytes(pem_of(Signer.generate("gpu-node-1")))
+    refused = annex.fast(
+        "keys", "add-collector", "gpu-node-1", tmp_path / "node.pem", "--predicates", predicates
+    )
+    assert refused.code == 2, refused.out
+    assert message in refused.err
+    assert log_size(fresh) == template.size
 
 
 def test_only_an_ed25519_pem_is_trusted(

@@ -59,10 +59,21 @@ def test_create_list_and_export(fresh: Path, annex_at: AnnexAt) -> None:
     assert re.fullmatch(
         rf"{model_key['keyid'][:16]}  model-signing ecdsa-p256-sha256 active\s+entries 10\.\.\s+"
         r"since [\d-]+ [\d:]+  release-key",
-        listed[1],
+        listed[2],
     )
+    assert listed[1].split() == [
+        "may",
+        "sign:",
+        "checkpoints,",
+        "any",
+        "type",
+        "but",
+        "model-release",
+    ]
+    assert listed[3].split() == ["may", "sign:", "model-release"]
     as_json = run.fast("keys", "list", "--json").json()["keys"][1]
     assert (as_json["algorithm"], as_json["note_verifier"]) == ("ecdsa-p256-sha256", None)
+    assert (as_json["may_sign"], as_json["signs_checkpoints"]) == ("model-release", False)
 
     pem = run("keys", "export-public", model_key["keyid"][:12])
     assert pem.code == 0, pem

@@ -19,13 +19,14 @@ from evidence.errors import AnnexError, DuplicateEntry, TrustError
 from evidence.home import Home
 from evidence.keys import Signer
 from evidence.verify import verify_entry
+from tests.conftest import COLLECTOR_KINDS
 from tests.evidence.test_store_replay import envelope
 
 
 @pytest.fixture
 def node(home: Home) -> Signer:
     signer = Signer.generate("gpu-node-1")
-    home.add_collector_key(signer.name, signer.public_bytes)
+    home.add_collector_key(signer.name, signer.public_bytes, COLLECTOR_KINDS)
     return signer
 
 
@@ -113,7 +114,7 @@ def test_a_refused_envelope_in_a_batch_is_refused_alone(
     size = stores.read().size()
     answers = run_grouped(held, group, good[0], [good[1], bad, good[2], good[3]])
     assert isinstance(answers[2], TrustError)
-    assert str(answers[2]).startswith("envelope: envelope is not signed by any trusted key")
+    assert str(answers[2]).startswith("envelope: not signed by any trusted key")
     assert all(isinstance(a, Logged) for i, a in enumerate(answers) if i != 2)
     assert stores.read().size() == size + 4  # the batch of four fell back to one at a time
     assert held.batches[:2] == [1, 4]

@@ -32,7 +32,7 @@ from evidence.merkle import leaf_hash, verify_consistency
 from evidence.verify import open_checkpoint
 from tests.api.conftest import annex_command
 from tests.api.live_server import API, LiveServer, annex_env, serving
-from tests.conftest import postgres_url, statement
+from tests.conftest import COLLECTOR_KINDS, postgres_url, statement
 
 WRITERS = 4  # processes, each a collector node with its own key
 PUSHES = 8  # envelopes each
@@ -85,7 +85,7 @@ def fleet(
         nodes = []
         for k in range(WRITERS):
             signer = Signer.generate(f"gpu-node-{k}")
-            home.add_collector_key(signer.name, signer.public_bytes)
+            home.add_collector_key(signer.name, signer.public_bytes, COLLECTOR_KINDS)
             raw = signer.private_key.private_bytes(
                 serialization.Encoding.Raw,
                 serialization.PrivateFormat.Raw,

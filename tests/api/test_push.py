@@ -26,7 +26,7 @@ from evidence.note import TlogProof
 from evidence.verify import verify_entry
 from tests.api.conftest import Annex, log_size
 from tests.api.live_server import LiveServer, free_port, serving
-from tests.conftest import statement
+from tests.conftest import COLLECTOR_KINDS, statement
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,10 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     exported = Annex(node.path, root)("keys", "export-public")
     assert exported.code == 0, exported.err
     (root / "node.pem").write_text(exported.out)
-    added = Annex(server_home.path, root)("keys", "add-collector", "gpu-node-1", root / "node.pem")
+    kinds = ",".join(("gpu-inventory", *COLLECTOR_KINDS))
+    added = Annex(server_home.path, root)(
+        "keys", "add-collector", "gpu-node-1", root / "node.pem", "--predicates", kinds
+    )
     assert added.code == 0, added.err
     tokens = {s: TokenFile(server_home.path).create(s)[1] for s in ("read", "write")}
     (root / "token").write_text(tokens["write"] + "\n")
@@ -259,7 +262,7 @@ def test_annex_append_of_an_envelope_the_log_holds(rig: Rig, tmp_path: Path) -> 
     home = Home(tmp_path / "annex")
     home.init("import.example/log")
     signer = rig.node.signer()
-    home.add_collector_key("gpu-node-1", signer.public_bytes)
+    home.add_collector_key("gpu-node-1", signer.public_bytes, COLLECTOR_KINDS)
     envelopes = [sign_statement(statement(n), signer, where="s").to_dict() for n in (1, 2)]
     (tmp_path / "one.json").write_text(json.dumps(envelopes[0]))
     (tmp_path / "both.jsonl").write_text("".join(json.dumps(e) + "\n" for e in envelopes))

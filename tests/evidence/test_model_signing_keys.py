@@ -16,11 +16,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from evidence.errors import ConfigError, InputError, TrustError, VerificationError
+from evidence.errors import AuthorityError, ConfigError, InputError, TrustError
 from evidence.home import Home, active_key
 from evidence.keys import ModelSigningKey, Signer, TrustIndex, load_trust, save_trust
 from evidence.verify import verify_log
+from schemas.gpu import GPU_INVENTORY
 from schemas.key_event import KEY_EVENT
+from schemas.model import MODEL_RELEASE
 from schemas.trust import TrustedKey, TrustFile
 
 ORIGIN = "test.example/log"
@@ -154,8 +156,9 @@ def test_a_model_signing_key_never_signs_log_entries(signing_home: Home) -> None
     [key] = model_keys(signing_home)
     assert index.public_key(key.keyid) is None
     assert len(index.verifiers) == 1
-    with pytest.raises(VerificationError, match="a model-signing key: it signs model releases"):
-        index.entry_key(key.keyid, 5)
+    with pytest.raises(AuthorityError, match=r"model-signing key .* may not sign gpu-inventory"):
+        index.entry_signer(key.keyid, 5, GPU_INVENTORY)
+    assert index.entry_signer(key.keyid, 5, MODEL_RELEASE).trusted == key
 
 
 def test_trust_file_round_trips_with_both_algorithms(tmp_path: Path) -> None:

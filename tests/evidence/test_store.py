@@ -17,7 +17,7 @@ from evidence.keys import Signer, TrustIndex
 from evidence.store import FixedKeys, Store
 from evidence.verify import open_checkpoint, verify_entry, verify_log
 from schemas.key_event import KEY_EVENT
-from tests.conftest import statement
+from tests.conftest import COLLECTOR_KINDS, statement
 
 
 def test_init_logs_the_first_key(store: Store, home: Home) -> None:
@@ -252,7 +252,7 @@ def test_an_entry_signed_by_a_revoked_key_after_revocation_fails(home: Home) -> 
 
 def test_collector_envelopes_are_appended_as_signed(store: Store, home: Home) -> None:
     collector = Signer.generate("gpu-node-01.example/collector")
-    home.add_collector_key(collector.name, collector.public_bytes)
+    home.add_collector_key(collector.name, collector.public_bytes, COLLECTOR_KINDS)
     envelope = sign_envelope(canonical_bytes(statement(5)), collector)
     result = store.append_envelopes([envelope])
     entry = store.get(result.first_index)
@@ -281,7 +281,8 @@ def test_trust_index_refuses_what_it_does_not_know(home: Home) -> None:
     trust: TrustIndex = home.trust()
     with pytest.raises(TrustError):
         trust.get("00" * 32)
-    assert trust.entry_key("00" * 32, 0) is None
+    with pytest.raises(VerificationError, match="not signed by any trusted key"):
+        trust.entry_signer("00" * 32, 0, statement(0)["predicateType"])
 
 
 def test_a_reader_on_postgresql_reads_without_a_transaction(home: Home) -> None:

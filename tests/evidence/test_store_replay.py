@@ -19,7 +19,7 @@ from evidence.keys import Signer
 from evidence.store import Store, prepare_envelopes
 from evidence.tables import index_names
 from evidence.verify import verify_log
-from tests.conftest import statement
+from tests.conftest import COLLECTOR_KINDS, statement
 
 OLD_LEAF_INDEX = "ix_entries_leaf_prefix"  # what logs made before evidence/lookup.py have
 
@@ -27,7 +27,7 @@ OLD_LEAF_INDEX = "ix_entries_leaf_prefix"  # what logs made before evidence/look
 @pytest.fixture
 def node(home: Home) -> Signer:
     signer = Signer.generate("gpu-node-1")
-    home.add_collector_key(signer.name, signer.public_bytes)
+    home.add_collector_key(signer.name, signer.public_bytes, COLLECTOR_KINDS)
     return signer
 
 

@@ -51,8 +51,16 @@ def append(home: Home, *statements: dict[str, Any]) -> int:
         return store.append(list(statements)).first_index
 
 
-def release(home: Home, directory: Path, keyid: str, *, name: str | None = None) -> int:
-    """A release of the directory as it is now, as `annex sign model` records it."""
+def release(
+    home: Home,
+    directory: Path,
+    keyid: str,
+    *,
+    name: str | None = None,
+    signed_by: str | None = None,
+) -> int:
+    """A release of the directory as it is now, as `annex sign model` records it: naming
+    `keyid`, signed by model-signing key `signed_by` (default: the key it names)."""
     manifest = manifest_of(directory)
     kind = directory_kind(directory)
     label = name or directory.name
@@ -66,7 +74,7 @@ def release(home: Home, directory: Path, keyid: str, *, name: str | None = None)
     ).to_predicate()
     signed = statement(MODEL_RELEASE, manifest.digest, predicate)
     signed["subject"][0]["name"] = f"{kind}:{label}"
-    return append(home, signed)
+    return home.append_release(signed_by or keyid, signed)
 
 
 def digest(directory: Path) -> str:

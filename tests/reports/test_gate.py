@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from api.demo_model import write_adapter, write_base_model
-from evidence.errors import InputError
+from evidence.errors import AuthorityError, InputError, TrustError
 from evidence.home import Home
 from evidence.keys import TrustIndex
 from evidence.lookup import DIGEST, digest_key
@@ -145,18 +145,21 @@ def test_a_revoked_signing_key_fails(home: Home, signed_model: Path, keyid: str)
 
 def test_a_signing_key_outside_the_trust_file_fails(home: Home, model: Path) -> None:
     stranger = hashlib.sha256(b"someone else's key").hexdigest()
-    release(home, model, stranger)
+    release(home, model, stranger, signed_by=model_signing_key(home))
     verdict = judge(home, model, Signed())
     assert not verdict.passed
-    assert f"signing key {stranger[:16]} is not in the trust file" in verdict.outcome.reason
+    assert f"signing key {stranger[:16]} is named in the release" in verdict.outcome.reason
+    assert "a release counts only as its model-signing key's own word" in verdict.outcome.reason
 
 
 def test_a_log_key_is_not_a_model_signing_key(home: Home, model: Path) -> None:
+    """A release naming the log key is refused at append: only a model-signing key signs one."""
     log_key = home.trust().trust.keys[0]
-    release(home, model, log_key.keyid)
+    signed = statement(MODEL_RELEASE, digest(model), {"signingKeyid": log_key.keyid})
+    with pytest.raises(AuthorityError, match=r"log key .* may not sign model-release"):
+        append(home, signed)
     verdict = judge(home, model, Signed())
-    assert not verdict.passed
-    assert "is a log key, not a model-signing key" in verdict.outcome.reason
+    assert not verdict.passed and "no release in the log matches" in verdict.outcome.reason
 
 
 def test_an_entry_signed_by_a_key_outside_the_trust_file_fails(
@@ -419,11 +422,10 @@ def test_a_rotated_signing_key_keeps_its_earlier_releases(
     home.rotate(role="model-signing", reason="yearly")
     assert judge(home, model, Signed()).passed
     late = write_base_model(tmp_path / "late", seed=9)
-    index = release(home, late, keyid)  # logged after the key was retired
+    with pytest.raises(TrustError, match="was retired at entry"):
+        release(home, late, keyid)  # the retired key can no longer log a release
     verdict = judge(home, late, Signed())
-    assert not verdict.passed
-    assert f"entry {index}: signing key {keyid[:16]}" in verdict.outcome.reason
-    assert "was not valid at that position" in verdict.outcome.reason
+    assert not verdict.passed and "no release in the log matches" in verdict.outcome.reason
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
