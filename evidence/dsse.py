@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,12 @@ class Signer(Protocol):
     def keyid(self) -> str: ...
 
     def sign(self, data: bytes) -> bytes: ...
+
+
+def content_hash(envelope: Envelope) -> bytes:
+    """SHA-256 of what the envelope's signatures sign (PAE of payload type and payload): two
+    envelopes with the same content are the same evidence, whatever signatures they carry."""
+    return hashlib.sha256(pae(envelope.payload_type, envelope.payload)).digest()
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:

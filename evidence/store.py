@@ -25,16 +25,19 @@ process signing and writing cannot overlap. Other writers wait for the whole bat
 
 Replays
 -------
-An envelope signed elsewhere (`append_envelopes`) whose leaf hash the log already holds is
-refused with `DuplicateEntry` naming the entry that holds it, and the whole batch with it. The
-check is a primary-key search per envelope (evidence/lookup.py) made inside the lock, so of
-two identical envelopes appended at the same instant exactly one lands. Statements the log
+An envelope signed elsewhere (`append_envelopes`) whose signed statement (payload type and
+payload) the log already holds is refused with `DuplicateEntry` naming the entry that holds it,
+and the whole batch with it, whatever signatures either envelope carries: re-signing or adding
+a signature does not make new evidence. The check is a primary-key search per envelope
+(evidence/lookup.py) made inside the lock, so of two identical envelopes appended at the same
+instant exactly one lands. Statements the log
 signs itself (`append`) are not checked: signing the same statement again is a new observation
 by the log.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -48,7 +51,14 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from evidence import lookup
 from evidence.canonical import canonical_bytes, parse_json
-from evidence.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, envelope_bytes, pae, verify_envelope
+from evidence.dsse import (
+    IN_TOTO_PAYLOAD_TYPE,
+    Envelope,
+    content_hash,
+    envelope_bytes,
+    pae,
+    verify_envelope,
+)
 from evidence.engine import WRITE, make_engine, take_sequencer_lock
 from evidence.entry import (
     Entry,
@@ -137,6 +147,7 @@ class Prepared:
 
     envelope: bytes
     leaf: bytes
+    content: bytes  # SHA-256 of the signed PAE: what a replay is recognised by
     keyids: tuple[str, ...]
     metadata: Metadata
     label: str  # where it came from, for error messages
@@ -196,7 +207,8 @@ def check_statements(
 
 def _signed(payload: bytes, metadata: Metadata, keyid: str, sig: bytes, where: str) -> Prepared:
     data = envelope_bytes(payload, keyid, sig)
-    return Prepared(data, leaf_hash(data), (keyid,), metadata, where)
+    content = hashlib.sha256(pae(IN_TOTO_PAYLOAD_TYPE, payload)).digest()
+    return Prepared(data, leaf_hash(data), content, (keyid,), metadata, where)
 
 
 def prepare_statements(
@@ -237,7 +249,7 @@ def prepare_envelopes(
     out = []
     for envelope, derived, known, where in zip(envelopes, metadata, keyids, labels, strict=True):
         data = envelope.canonical()
-        out.append(Prepared(data, leaf_hash(data), known, derived, where))
+        out.append(Prepared(data, leaf_hash(data), content_hash(envelope), known, derived, where))
     _refuse_repeats(out)
     return out
 
@@ -254,12 +266,15 @@ def _check_signer(trust: TrustIndex, keyid: str, index: int, kind: str, where: s
 
 
 def _refuse_repeats(batch: Sequence[Prepared]) -> None:
-    """A batch that holds one envelope twice is refused before it reaches the lock."""
+    """A batch that holds one statement twice (however signed) is refused before the lock."""
     first: dict[bytes, str] = {}
     for p in batch:
-        if p.leaf in first:
-            raise InputError(f"{p.label} repeats {first[p.leaf]}: a batch holds each envelope once")
-        first[p.leaf] = p.label
+        if p.content in first:
+            raise InputError(
+                f"{p.label} repeats the signed statement of {first[p.content]}: a batch holds "
+                "each statement once"
+            )
+        first[p.content] = p.label
 
 
 class Keys(Protocol):
@@ -314,6 +329,7 @@ class Store:
                     [
                         {"key": "origin", "value": origin},
                         {"key": "schema_version", "value": SCHEMA_VERSION},
+                        {"key": lookup.CONTENT_META, "value": "1"},
                     ],
                 )
         except OperationalError as exc:
@@ -812,7 +828,7 @@ class _Rows:
                 (index, pos, s.name, s.algorithm, s.digest)
                 for pos, s in enumerate(derived.subjects)
             )
-            lookup.entry_keys(index, p.leaf, (s.digest for s in derived.subjects), self._keys)
+            lookup.entry_keys(index, p.content, (s.digest for s in derived.subjects), self._keys)
             # the leaf itself comes first and is not stored: its hash is the entry's leaf_hash
             for node, h in self.tree.append(p.leaf)[1:]:
                 self._nodes.append((node.level, node.index, h))
@@ -848,32 +864,34 @@ _LOOKUP_CHUNK = 5000  # leaf hashes a query: well under SQLite's 32,766 bound pa
 
 
 def _refuse_logged(conn: Connection, batch: Sequence[Prepared]) -> None:
-    """Raises DuplicateEntry for the first envelope of the batch whose leaf hash the log holds.
+    """Raises DuplicateEntry for the first envelope of the batch whose signed statement (payload
+    type and payload) the log holds, whatever signatures either carries.
 
     Runs under the sequencer lock: two primary-key searches of the lookup tables per envelope
-    (evidence/lookup.py), then the whole hash of each candidate compared. Written for the
-    driver, as `_fetch_nodes` is: SQLAlchemy's expanding IN parameters cost some forty times
-    more than the query on a batch of a thousand.
+    (evidence/lookup.py), then the content of each candidate entry recomputed from its stored
+    envelope and compared whole. Written for the driver, as `_fetch_nodes` is: SQLAlchemy's
+    expanding IN parameters cost some forty times more than the query on a batch of a thousand.
     """
     mark = param_mark(conn)
     logged: dict[bytes, int] = {}
     for start in range(0, len(batch), _LOOKUP_CHUNK):
-        leaves = {p.leaf for p in batch[start : start + _LOOKUP_CHUNK]}
-        keys = tuple({lookup.leaf_key(leaf) for leaf in leaves})
-        candidates = lookup.candidates_sql(lookup.LEAF, len(keys), mark)
+        wanted = {p.content for p in batch[start : start + _LOOKUP_CHUNK]}
+        keys = tuple({lookup.content_key(content) for content in wanted})
+        candidates = lookup.candidates_sql(lookup.CONTENT, len(keys), mark)
         rows = conn.exec_driver_sql(
-            f"SELECT leaf_hash, idx FROM {entries.name} WHERE idx IN ({candidates})", keys + keys
+            f"SELECT idx, envelope FROM {entries.name} WHERE idx IN ({candidates})", keys + keys
         ).all()
-        for found, idx in rows:
-            leaf = bytes(found)
-            if leaf in leaves:
-                logged[leaf] = min(idx, logged.get(leaf, idx))
-    found = {offset: logged[p.leaf] for offset, p in enumerate(batch) if p.leaf in logged}
+        for idx, envelope in rows:
+            content = lookup.stored_content(idx, bytes(envelope))
+            if content in wanted:
+                logged[content] = min(idx, logged.get(content, idx))
+    found = {offset: logged[p.content] for offset, p in enumerate(batch) if p.content in logged}
     if found:
         first = min(found)
         index = found[first]
         raise DuplicateEntry(
-            f"{batch[first].label} is already in the log at entry {index}: nothing appended",
+            f"{batch[first].label} is already in the log at entry {index} (the same signed "
+            "statement): nothing appended",
             index=index,
             logged=found,
         )

@@ -892,7 +892,7 @@ def test_keys_list(template: Template, annex: Annex) -> None:
     assert human.code == 0, human
     assert re.fullmatch(
         rf"{key['keyid'][:16]}  log\s+ed25519\s+active\s+entries 0\.\.\s+since [\d-]+ [\d:]+  "
-        rf"{ORIGIN}\n",
+        rf"{ORIGIN}\n\s+may sign: checkpoints, any type but model-release\n",
         human.out,
     )
     data = annex.fast("keys", "list", "--json").json()
@@ -900,6 +900,7 @@ def test_keys_list(template: Template, annex: Annex) -> None:
     [listed] = data["keys"]
     assert listed["keyid"] == key["keyid"] and listed["status"] == "active"
     assert listed["note_verifier"].startswith(f"{ORIGIN}+")
+    assert listed["signs_checkpoints"] is True
 
 
 def test_keys_rotate_keeps_old_entries_verifying(

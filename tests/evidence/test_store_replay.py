@@ -12,8 +12,8 @@ from sqlalchemy import inspect, text
 
 from evidence import lookup
 from evidence.canonical import canonical_bytes
-from evidence.dsse import Envelope, sign_envelope
-from evidence.errors import DuplicateEntry, InputError, StoreError
+from evidence.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, Signature, sign_envelope
+from evidence.errors import DuplicateEntry, InputError, StoreError, TrustError
 from evidence.home import Home
 from evidence.keys import Signer
 from evidence.store import Store, prepare_envelopes
@@ -63,7 +63,7 @@ def test_one_replay_refuses_the_whole_batch(store: Store, node: Signer) -> None:
 def test_a_batch_holding_one_envelope_twice_is_refused(store: Store, node: Signer) -> None:
     size = store.size()
     same = envelope(node, 1)
-    with pytest.raises(InputError, match="envelope 3 repeats envelope 1"):
+    with pytest.raises(InputError, match="envelope 3 repeats the signed statement of envelope 1"):
         store.append_envelopes([same, envelope(node, 2), same])
     assert store.size() == size
 
@@ -163,3 +163,95 @@ def test_a_log_holding_a_replay_still_opens_and_verifies(home: Home, node: Signe
         with pytest.raises(DuplicateEntry) as refused:
             store.append_envelopes([same])
     assert refused.value.index == first
+
+
+# -- replays by content: the signed statement, not the envelope's bytes -------------------------
+
+
+def _with_signatures(base: Envelope, *extra: Signature) -> Envelope:
+    return Envelope(base.payload_type, base.payload, (*base.signatures, *extra))
+
+
+def test_a_statement_resigned_or_countersigned_is_the_same_evidence(
+    store: Store, home: Home, node: Signer
+) -> None:
+    """An attacker re-posts a logged statement with one more signature (another trusted key),
+    or with the signatures in another order: other bytes, same statement, refused."""
+    other = Signer.generate("gpu-node-2")
+    home.add_collector_key(other.name, other.public_bytes, COLLECTOR_KINDS)
+    original = envelope(node, 1)
+    first = store.append_envelopes([original]).first_index
+    size = store.size()
+    countersigned = _with_signatures(original, sign_envelope(original.payload, other).signatures[0])
+    reordered = Envelope(original.payload_type, original.payload, countersigned.signatures[::-1])
+    for again in (countersigned, reordered, sign_envelope(original.payload, other)):
+        assert again.canonical() != original.canonical()
+        with pytest.raises(DuplicateEntry, match="the same signed statement") as refused:
+            store.append_envelopes([again])
+        assert refused.value.index == first
+    assert store.size() == size
+    fresh = envelope(node, 7)
+    twice = [fresh, _with_signatures(fresh, sign_envelope(fresh.payload, other).signatures[0])]
+    with pytest.raises(InputError, match="envelope 2 repeats the signed statement of envelope 1"):
+        store.append_envelopes(twice)  # not logged yet, but twice in one batch
+    assert store.size() == size
+
+
+def test_a_statement_the_log_signed_is_not_logged_again_by_a_collector(
+    store: Store, node: Signer
+) -> None:
+    logged = store.append([statement(5, kind="gpu")]).first_index
+    with pytest.raises(DuplicateEntry) as refused:
+        store.append_envelopes([envelope(node, 5)])
+    assert refused.value.index == logged
+
+
+def test_signature_lists_that_cost_without_proving_are_refused(store: Store, node: Signer) -> None:
+    """Copies of one signature, a signature nobody can check, or a pile of them: refused
+    before any is verified, and nothing is appended."""
+    base = envelope(node, 1)
+    stranger = sign_envelope(base.payload, Signer.generate("elsewhere")).signatures[0]
+    size = store.size()
+    doubled = base.to_dict() | {"signatures": base.to_dict()["signatures"] * 2}
+    with pytest.raises(InputError, match=r"signatures\[1\]: key .* signs twice"):
+        Envelope.from_dict(doubled)
+    many = base.to_dict() | {"signatures": base.to_dict()["signatures"] * 500}
+    with pytest.raises(InputError, match="500 signatures: at most 4"):
+        Envelope.from_dict(many)
+    with pytest.raises(TrustError, match="not signed by any trusted key"):
+        store.append_envelopes([_with_signatures(base, stranger)])
+    assert store.size() == size
+
+
+def test_a_lookup_of_leaf_hashes_gets_content_keys_from_its_next_writer(
+    sqlite_home: Home,
+) -> None:
+    """A log whose lookup was built before content keys holds leaf hashes: its first writer
+    replaces them, so a re-signed replay of an old entry is still refused."""
+    home = sqlite_home
+    node = Signer.generate("gpu-node-1")
+    home.add_collector_key(node.name, node.public_bytes, COLLECTOR_KINDS)
+    with home.open_store(write=True) as store:
+        first = store.append_envelopes([envelope(node, i) for i in range(1, 5)]).first_index
+        with store.engine.begin() as conn:  # as the earlier version left it
+            for name in ("log_meta_no_delete",):
+                conn.execute(text(f"DROP TRIGGER {name}"))
+            conn.execute(text(f"DELETE FROM log_meta WHERE key = '{lookup.CONTENT_META}'"))
+            conn.execute(text(f"DELETE FROM lookup_recent WHERE kind = {lookup.CONTENT}"))
+            for idx, leaf in conn.execute(text("SELECT idx, leaf_hash FROM entries")).all():
+                conn.execute(
+                    text("INSERT INTO lookup_recent VALUES (:k, :key, :idx)"),
+                    {"k": lookup.LEAF, "key": lookup.leaf_key(bytes(leaf)), "idx": idx},
+                )
+    with home.open_store(write=True) as store:
+        with store.engine.connect() as conn:
+            both = "SELECT kind FROM lookup_recent UNION SELECT kind FROM lookup"
+            kinds = {k for (k,) in conn.execute(text(both))}
+        assert lookup.LEAF not in kinds and lookup.CONTENT in kinds
+        resigned = Envelope(
+            IN_TOTO_PAYLOAD_TYPE, envelope(node, 2).payload, envelope(node, 2).signatures
+        )
+        with pytest.raises(DuplicateEntry) as refused:
+            store.append_envelopes([resigned])
+        assert refused.value.index == first + 1
+        verify_log(store, home.trust())
