@@ -20,9 +20,10 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, and_, func, select, union_all
 
-from evidence.dsse import Envelope, pae, verify_envelope
+from evidence import lookup
+from evidence.dsse import Envelope, content_hash, pae, verify_envelope
 from evidence.entry import Metadata, Subject, rfc3339, statement_metadata
 from evidence.errors import AnnexError, InputError, VerificationError
 from evidence.keys import EntryKey, TrustIndex, keyid_of
@@ -45,7 +46,7 @@ from evidence.note import (
 )
 from evidence.parallel import workers
 from evidence.store import Store, check_statement, log_size
-from evidence.tables import checkpoints, entries, nodes, subjects
+from evidence.tables import checkpoints, entries, lookup_merged, lookup_recent, nodes, subjects
 
 _CHUNK = 512
 
@@ -231,6 +232,10 @@ class _LogWalk:
                 select(checkpoints).order_by(checkpoints.c.size)
             )
         )
+        self.lookup = _lookup_rows(conn)
+        # Raised at the end: rows derived from a rewritten log differ as a consequence, and the
+        # rewrite itself (a checkpoint, a signature) is the finding to name.
+        self.lookup_error: VerificationError | None = None
         self.checkpoint_count = 0
         self.batch_times: list[tuple[int, int]] = []
         self.last_checkpoint: str | None = None
@@ -247,7 +252,9 @@ class _LogWalk:
         if row.node_hash is not None and row.node_hash != leaf:
             raise _bad(index, "its leaf hash differs from the tree's (rewritten or moved)")
         envelope, statement = _parse(index, row.envelope)
-        self._check_metadata(index, row, statement)
+        derived = self._check_metadata(index, row, statement)
+        if self.lookup is not None:
+            self._check_lookup(index, envelope, derived)
         self.batch_times.append((index, row.logged_at_us))
         self._queue_signatures(index, row.keyid, envelope, row.predicate_type, sigs)
         for node, h in self.tree.append(leaf)[1:]:
@@ -258,7 +265,33 @@ class _LogWalk:
                 raise _bad(node.start, f"stored tree node {node} does not match the entries")
         self._checkpoints_at(self.tree.size, sigs)
 
-    def _check_metadata(self, index: int, row: Any, statement: dict[str, Any]) -> None:
+    def _check_lookup(self, index: int, envelope: Envelope, derived: Metadata) -> None:
+        """The lookup rows of the entry are exactly those its statement gives: a row deleted
+        would hide the entry from the gate and the reports, one added would show it twice."""
+        assert self.lookup is not None
+        rows, with_content = self.lookup
+        expected: list[tuple[int, int, int]] = []
+        lookup.entry_keys(
+            index, content_hash(envelope), (s.digest for s in derived.subjects), expected
+        )
+        want = {(k, key) for k, key, _ in expected if with_content or k != lookup.CONTENT}
+        stored = set()
+        while (r := rows.peek()) is not None and r.idx <= index:
+            rows.next_or_none()
+            if r.idx < index:
+                if self.lookup_error is None:
+                    self.lookup_error = _bad(r.idx, "lookup rows exist for an entry that does not")
+                continue
+            stored.add((r.kind, r.lookup_key))
+        if stored != want and self.lookup_error is None:
+            what = "missing from" if want - stored else "added to"
+            self.lookup_error = _bad(
+                index,
+                f"its rows in the lookup tables differ from its statement (keys {what} the "
+                "lookup): the gate and the reports would not see it as logged",
+            )
+
+    def _check_metadata(self, index: int, row: Any, statement: dict[str, Any]) -> Metadata:
         try:
             derived = statement_metadata(statement)
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -274,6 +307,7 @@ class _LogWalk:
             raise _bad(
                 index, "its recorded type, subjects or observed time differ from the statement"
             )
+        return derived
 
     def _queue_signatures(
         self, index: int, keyid: str, envelope: Envelope, kind: str, sigs: _Signatures
@@ -370,11 +404,33 @@ class _LogWalk:
         extra_subject = self.subjects.peek()
         if extra_subject is not None:
             raise _bad(extra_subject.entry_idx, "subject rows exist for an entry that does not")
+        extra_key = None if self.lookup is None else self.lookup[0].peek()
+        if extra_key is not None and self.lookup_error is None:
+            self.lookup_error = _bad(extra_key.idx, "lookup rows exist for an entry that does not")
         if self.last_checkpoint_size != size:
             first = self.last_checkpoint_size
             raise VerificationError(
                 f"entries {first}..{size - 1} are covered by no signed checkpoint", index=first
             )
+
+
+def _lookup_rows(conn: Connection) -> tuple[_Peek, bool] | None:
+    """The stored lookup rows in entry order, and whether they include content keys; None for
+    a log made before the lookup tables (its readers scan, so nothing relies on them). Rows of
+    leaf hashes, which a log's lookup held before content keys, are read by nothing."""
+    if not lookup.present(conn):
+        return None
+    with_content = lookup.has_content_keys(conn)
+    kinds = [lookup.DIGEST, lookup.CONTENT] if with_content else [lookup.DIGEST]
+    parts = [
+        select(t.c.idx, t.c.kind, t.c.lookup_key).where(t.c.kind.in_(kinds))
+        for t in (lookup_merged, lookup_recent)
+    ]
+    both = union_all(*parts).subquery()
+    rows = conn.execution_options(yield_per=5000).execute(
+        select(both).order_by(both.c.idx, both.c.kind, both.c.lookup_key)
+    )
+    return _Peek(rows), with_content
 
 
 class _Peek:
@@ -489,6 +545,8 @@ def verify_log(
         progress(walk.tree.size, total)
     if pinned is not None:
         _check_pinned(pinned, pinned_root, walk.tree.size)
+    if walk.lookup_error is not None:
+        raise walk.lookup_error
     return LogReport(
         size=walk.tree.size,
         root=walk.tree.root(),

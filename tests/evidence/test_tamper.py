@@ -43,7 +43,16 @@ from evidence.home import Home
 from evidence.keys import TrustIndex
 from evidence.merkle import CompactRange, Node, leaf_hash
 from evidence.store import Store, log_size
-from evidence.tables import LOG_TABLES, checkpoints, entries, meta, nodes, subjects
+from evidence.tables import (
+    LOG_TABLES,
+    checkpoints,
+    entries,
+    lookup_merged,
+    lookup_recent,
+    meta,
+    nodes,
+    subjects,
+)
 from evidence.verify import verify_log
 from tests.conftest import statement
 
@@ -767,6 +776,8 @@ def test_truncating_whole_batches_needs_a_trusted_checkpoint(
         conn.execute(delete(subjects).where(subjects.c.entry_idx >= cut))
         conn.execute(delete(nodes).where(((nodes.c.idx + 1).op("<<")(nodes.c.level)) > cut))
         conn.execute(delete(checkpoints).where(checkpoints.c.size > cut))
+        for table in (lookup_merged, lookup_recent):  # a thorough attacker: see below
+            conn.execute(delete(table).where(table.c.idx >= cut))
     store = Store.open(url)
     try:
         assert verify_log(store, sqlite_log.trust).size == cut
@@ -776,6 +787,28 @@ def test_truncating_whole_batches_needs_a_trusted_checkpoint(
         store.close()
     assert caught.value.index == cut
     assert "truncated or rolled back" in str(caught.value)
+
+
+def test_a_lookup_row_deleted_to_hide_an_entry_fails_verify(
+    sqlite_log: SqliteLog, tampered: Callable[[], tuple[str, Engine]]
+) -> None:
+    """The gate and the reports find evidence through the lookup tables: deleting the newest
+    entry's digest row hides it from them (a failing eval, say), so verify recomputes them."""
+    facts = sqlite_log.facts
+    url, engine = tampered()
+    newest = facts.size - 1
+    with engine.begin() as conn:
+        conn.execute(
+            delete(lookup_recent).where(lookup_recent.c.idx == newest, lookup_recent.c.kind == 1)
+        )
+    store = Store.open(url)
+    try:
+        with pytest.raises(VerificationError) as caught:
+            verify_log(store, sqlite_log.trust)
+    finally:
+        store.close()
+    assert caught.value.index == newest
+    assert "its rows in the lookup tables differ from its statement" in str(caught.value)
 
 
 def test_changing_logged_at_is_detected(
