@@ -10,7 +10,6 @@ to the node's own log. Errors name the URL and never the token.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from evidence.b64 import b64decode
 from evidence.canonical import canonical_bytes
 from evidence.dsse import Envelope, sign_envelope
 from evidence.errors import AnnexError, InputError, VerificationError
@@ -205,8 +205,8 @@ def check_receipt(
         proof = TlogProof.parse(proof_text)
         text, _ = split_note(note)
         checkpoint = Checkpoint.parse(text)
-        returned_leaf = base64.b64decode(leaf_b64, validate=True)
-    except (InputError, binascii.Error) as exc:
+        returned_leaf = b64decode(leaf_b64, what="leaf_hash")
+    except InputError as exc:
         raise VerificationError(f"the receipt from {url} is malformed: {exc}") from None
     if returned_leaf != leaf:
         raise VerificationError(f"{url} logged other bytes than the envelope sent", index=index)

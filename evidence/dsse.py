@@ -2,7 +2,9 @@
 
 The signature covers PAE(payloadType, payload), never a re-serialisation. The stored form of an
 envelope is its RFC 8785 canonical JSON, which is also the leaf input of the Merkle log, so an
-envelope exported from Annex is byte for byte what was logged.
+envelope exported from Annex is byte for byte what was logged. DSSE lets readers take URL-safe or
+unpadded base64; Annex reads only the canonical standard form (`evidence.b64`), so one envelope
+has one text.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 
+from evidence.b64 import b64decode
 from evidence.canonical import canonical_bytes, parse_json
 from evidence.errors import InputError, VerificationError
 
@@ -47,19 +50,6 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     """DSSE v1 Pre-Authentication Encoding."""
     kind = payload_type.encode()
     return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
-
-
-def b64decode(text: object, *, what: str) -> bytes:
-    """Standard or URL-safe base64, padded or not, as DSSE allows."""
-    if not isinstance(text, str):
-        raise InputError(f"{what} must be a base64 string")
-    padded = text + "=" * (-len(text) % 4)
-    try:
-        if "-" in text or "_" in text:
-            return base64.urlsafe_b64decode(padded)
-        return base64.b64decode(padded, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InputError(f"{what} is not valid base64") from exc
 
 
 def _b64(data: bytes) -> bytes:

@@ -13,7 +13,6 @@ tools read, so a checkpoint Annex signs can be checked by software Annex never w
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import re
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from evidence.b64 import b64decode
 from evidence.errors import InputError, VerificationError
 from evidence.merkle import HASH_SIZE
 
@@ -52,13 +52,6 @@ def note_key_id(name: str, public_key: bytes, kind: int = ED25519) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + bytes([kind]) + public_key).digest()[:4]
 
 
-def _b64(text: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InputError(f"{what} is not valid base64") from exc
-
-
 @dataclass(frozen=True)
 class NoteVerifier:
     """A public key as note verifiers know it: `<name>+<key ID hex>+base64(0x01 || key)`."""
@@ -81,7 +74,7 @@ class NoteVerifier:
             raise InputError(f"verifier key {vkey!r} is not of the form name+hash+key")
         name, hex_id, material = parts
         check_key_name(name)
-        raw = _b64(material, "verifier key material")
+        raw = b64decode(material, what="verifier key material")
         if len(raw) != 33 or raw[0] != ED25519:
             raise InputError("verifier key is not a 32-byte Ed25519 key (type 0x01)")
         verifier = cls(name, raw[1:])
@@ -126,7 +119,7 @@ def split_note(note: str) -> tuple[str, list[NoteSignature]]:
         match = re.fullmatch(r"— (\S+) (\S+)", line)
         if match is None:
             raise InputError(f"malformed signature line {line!r}")
-        raw = _b64(match.group(2), "note signature")
+        raw = b64decode(match.group(2), what=f"note signature by {match.group(1)}")
         if len(raw) < 5:
             raise InputError("note signature is too short")
         signatures.append(NoteSignature(match.group(1), raw[:4], raw[4:]))
@@ -178,7 +171,7 @@ class Checkpoint:
         origin, size, root_b64 = lines[0], lines[1], lines[2]
         if not _DECIMAL.fullmatch(size):
             raise InputError(f"checkpoint tree size {size!r} is not a decimal number")
-        root = _b64(root_b64, "checkpoint root hash")
+        root = b64decode(root_b64, what="checkpoint root hash")
         if len(root) != HASH_SIZE:
             raise InputError("checkpoint root hash is not 32 bytes")
         return cls(origin, int(size), root)
@@ -241,13 +234,15 @@ class TlogProof:
         rest = lines[1:]
         extra = None
         if rest and rest[0].startswith("extra "):
-            extra = _b64(rest.pop(0)[len("extra ") :], "tlog proof extra data")
+            extra = b64decode(rest.pop(0)[len("extra ") :], what="tlog proof extra data")
         if not rest or not rest[0].startswith("index "):
             raise InputError("tlog proof has no index line")
         index = rest.pop(0)[len("index ") :]
         if not _DECIMAL.fullmatch(index):
             raise InputError(f"tlog proof index {index!r} is not a decimal number")
-        hashes = tuple(_b64(line, "tlog proof hash") for line in rest)
+        hashes = tuple(
+            b64decode(line, what=f"tlog proof hash {i}") for i, line in enumerate(rest, 1)
+        )
         if any(len(h) != HASH_SIZE for h in hashes):
             raise InputError("tlog proof hashes must be 32 bytes each")
         split_note(checkpoint)

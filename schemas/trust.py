@@ -38,6 +38,9 @@ from pydantic import (
     model_validator,
 )
 
+from evidence.b64 import b64decode
+from evidence.errors import InputError
+
 TRUST_FILE_VERSION: Literal[1] = 1
 
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+")
@@ -87,9 +90,9 @@ class TrustedKey(BaseModel):
     @classmethod
     def _fits_algorithm(cls, value: str, info: ValidationInfo) -> str:
         try:
-            raw = base64.b64decode(value, validate=True)
-        except ValueError as exc:
-            raise ValueError("public_key must be base64") from exc
+            raw = b64decode(value, what="public_key")
+        except InputError as exc:  # pydantic reports ValueError with the field's location
+            raise ValueError(str(exc)) from None
         algorithm = info.data.get("algorithm")
         if algorithm == "ed25519" and len(raw) != 32:
             raise ValueError("public_key must be a 32-byte Ed25519 key")

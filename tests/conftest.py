@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import string
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,19 @@ def statement(i: int, *, kind: str = "example", observed: str | None = None) -> 
         "predicateType": f"https://annex.dev/predicates/{kind}/v1",
         "predicate": {"observedAt": observed or "2026-11-24T08:00:00Z", "n": i},
     }
+
+
+B64_ALPHABET = string.ascii_uppercase + string.ascii_lowercase + string.digits + "+/"
+
+
+def noncanonical_b64(text: str, bits: int = 1) -> str:
+    """Canonical base64 with `bits` xored into the unused low bits of its last data character:
+    other text, the same bytes to Python's decoder. `text` must end in padding."""
+    data = text.rstrip("=")
+    pad = len(text) - len(data)
+    assert pad in (1, 2) and 0 < bits < 1 << (2 * pad), (text, bits)
+    last = B64_ALPHABET[B64_ALPHABET.index(data[-1]) ^ bits]
+    return data[:-1] + last + "=" * pad
 
 
 def postgres_url() -> str | None:

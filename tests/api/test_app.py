@@ -4,6 +4,7 @@ over real HTTP."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -27,7 +28,7 @@ from evidence.note import TlogProof
 from evidence.verify import verify_entry
 from schemas.oversight import OVERSIGHT_EVENT, OversightAction
 from tests.api.conftest import annex_command
-from tests.conftest import COLLECTOR_KINDS, statement
+from tests.conftest import COLLECTOR_KINDS, noncanonical_b64, statement
 from tests.reports.oversight_fixture import SYSTEM, Rig
 
 API = "/api/v1"
@@ -238,6 +239,34 @@ def test_malformed_and_oversized_bodies(api: Api) -> None:
     streamed = api.client.post(f"{API}/entries", content=chunks, headers=api.headers("write"))
     assert streamed.status_code == 413
     assert api.size() == before + 1  # the collector key event only
+
+
+def test_envelopes_in_other_base64_are_refused(api: Api) -> None:
+    """The same bytes in another base64 text (unused bits set, no padding, URL-safe, a newline):
+    a malformed envelope (422, like any other), the field named, nothing appended."""
+    signer = collector(api.home)
+    before = api.size()
+    made = statement(1, kind="gpu")
+    made["predicate"]["mark"] = "~~~~~?????"  # base64 "fn5+" and "Pz8/": '+' and '/' to rewrite
+    signed = sign_envelope(canonical_bytes(made), signer).to_dict()
+    sig, payload = signed["signatures"][0]["sig"], signed["payload"]
+    url_safe = payload.replace("+", "-").replace("/", "_")
+    assert base64.urlsafe_b64decode(url_safe) == base64.b64decode(payload) and url_safe != payload
+    changes = [
+        ("sig", noncanonical_b64(sig), "envelope.signatures[0].sig"),
+        ("sig", sig.rstrip("="), "envelope.signatures[0].sig"),
+        ("payload", url_safe, "envelope.payload"),
+        ("payload", payload + "\n", "envelope.payload"),
+    ]
+    for field, text, where in changes:
+        envelope = json.loads(json.dumps(signed))
+        (envelope if field == "payload" else envelope["signatures"][0])[field] = text
+        answer = api.post("/entries", json.dumps(envelope).encode())
+        assert answer.status_code == 422, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert f"{where} is not canonical base64" in answer.json()["detail"]
+    assert api.size() == before
+    assert api.post("/entries", json.dumps(signed).encode()).status_code == 201
 
 
 def test_problem_bodies(api: Api) -> None:

@@ -43,7 +43,7 @@ from tests.api.conftest import (
     Template,
     log_size,
 )
-from tests.conftest import statement
+from tests.conftest import noncanonical_b64, statement
 
 AnnexAt = Callable[[Path], Annex]
 
@@ -746,6 +746,24 @@ def test_verify_entry_malformed_proof(
     """A file that is not a tlog-proof is bad input (2), not a failed verification."""
     result = verify_entry(annex.fast, tmp_path, exported[0], "index 2\n", template.trust_path())
     failed(result, 2, "not a tlog proof")
+
+
+def test_verify_entry_refuses_a_proof_in_other_base64(
+    exported: tuple[str, str], template: Template, annex: Annex, tmp_path: Path
+) -> None:
+    """The same hashes and signatures in non-canonical base64 are a malformed proof (2)."""
+    line, proof = exported
+    lines = proof.split("\n")
+    hash_line = lines[2]
+    lines[2] = noncanonical_b64(hash_line)
+    assert base64.b64decode(lines[2]) == base64.b64decode(hash_line)
+    result = verify_entry(annex.fast, tmp_path, line, "\n".join(lines), template.trust_path())
+    failed(result, 2, "tlog proof hash 1 is not canonical base64")
+    head, sep, rest = proof.partition(f"\n— {ORIGIN} ")
+    sig, newline, tail = rest.partition("\n")
+    changed = f"{head}{sep}{noncanonical_b64(sig)}{newline}{tail}"
+    result = verify_entry(annex.fast, tmp_path, line, changed, template.trust_path())
+    failed(result, 2, f"note signature by {ORIGIN} is not canonical base64")
 
 
 # -- verify ---------------------------------------------------------------------------------------

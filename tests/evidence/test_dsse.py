@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
 
 import pytest
 import rfc8785
@@ -26,7 +27,7 @@ from evidence.dsse import (
 )
 from evidence.errors import InputError, VerificationError
 from evidence.keys import Signer
-from tests.conftest import statement
+from tests.conftest import noncanonical_b64, statement
 
 
 def _ssl_key(signer: Signer) -> SSlibKey:
@@ -149,3 +150,32 @@ def test_malformed_envelopes(obj: object) -> None:
 def test_duplicate_json_keys_are_refused() -> None:
     with pytest.raises(InputError, match="duplicate key"):
         Envelope.from_json('{"payload":"e30=","payload":"e30=","payloadType":"x","signatures":[]}')
+
+
+def _reencoded(field: str, how: str) -> tuple[dict[str, object], str]:
+    """A signed envelope with one base64 field in another text of the same bytes."""
+    signer = Signer.generate("test.example/log")
+    obj = sign_envelope(b'{"a":1}', signer).to_dict()  # 7 bytes, 64 + 0 bytes: both padded
+    holder = obj if field == "payload" else obj["signatures"][0]
+    key = "payload" if field == "payload" else "sig"
+    text = holder[key]
+    raw = base64.b64decode(text)
+    holder[key] = {
+        "unused bits": noncanonical_b64(text),
+        "unpadded": text.rstrip("="),
+        "url-safe": base64.urlsafe_b64encode(b"\xfb\xff" + raw).decode(),  # starts "-_"
+    }[how]
+    assert holder[key] != text
+    return obj, "envelope.payload" if field == "payload" else "envelope.signatures[0].sig"
+
+
+@pytest.mark.parametrize("how", ["unused bits", "unpadded", "url-safe"])
+@pytest.mark.parametrize("field", ["payload", "sig"])
+def test_base64_other_than_canonical_is_refused(field: str, how: str) -> None:
+    """DSSE readers often take URL-safe or unpadded base64; Annex signs and stores exact bytes,
+    so it takes the one canonical text of each, naming the field otherwise."""
+    obj, where = _reencoded(field, how)
+    with pytest.raises(InputError, match=rf"^{re.escape(where)} is not canonical base64"):
+        Envelope.from_dict(obj)
+    with pytest.raises(InputError, match=re.escape(where)):
+        Envelope.from_json(json.dumps(obj))

@@ -17,6 +17,7 @@ from evidence.note import (
     sign_note,
     split_note,
 )
+from tests.conftest import noncanonical_b64
 
 # The example key and note of golang.org/x/mod/sumdb/note (note_test.go).
 GO_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
@@ -78,6 +79,8 @@ def test_unknown_signers_are_ignored_but_one_known_is_needed() -> None:
         "PeterNeumann+c74f20a3",
         "Peter Neumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
         "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10",
+        "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq_LDE4izWy10TW",  # URL-safe
+        "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW=",  # padding
     ],
 )
 def test_malformed_verifier_keys(vkey: str) -> None:
@@ -100,6 +103,17 @@ def test_malformed_notes(note: str) -> None:
         split_note(note)
 
 
+def test_signature_lines_are_canonical_base64() -> None:
+    """The signature line is not signed: only its one encoding may open, or stored notes could
+    be rewritten under a signature that still verifies."""
+    head, _, sig = GO_NOTE[:-1].rpartition(" ")
+    assert sig.endswith("nAM=")
+    for changed in (noncanonical_b64(sig), sig.rstrip("="), sig.replace("/", "_")):
+        with pytest.raises(InputError, match="note signature by PeterNeumann is not canonical"):
+            split_note(f"{head} {changed}\n")
+    assert base64.b64decode(noncanonical_b64(sig)) == base64.b64decode(sig)
+
+
 def test_checkpoint_body_round_trip_and_strictness() -> None:
     cp = Checkpoint("example.com/log", 20852163, bytes(range(32)))
     assert Checkpoint.parse(cp.body()) == cp
@@ -112,6 +126,10 @@ def test_checkpoint_body_round_trip_and_strictness() -> None:
     ):
         with pytest.raises(InputError):
             Checkpoint.parse(bad)
+    root = base64.b64encode(bytes(32)).decode()
+    for text in (noncanonical_b64(root), root.rstrip("="), base64.urlsafe_b64encode(b"\xff" * 32)):
+        with pytest.raises(InputError, match="checkpoint root hash is not canonical base64"):
+            Checkpoint.parse(f"example.com/log\n12\n{text!s}\n")
 
 
 def test_tlog_proof_round_trip() -> None:
@@ -122,6 +140,26 @@ def test_tlog_proof_round_trip() -> None:
     assert text.startswith("c2sp.org/tlog-proof@v1\nextra Y29udGV4dA==\nindex 3\n")
     assert TlogProof.parse(text) == proof
     assert TlogProof.parse(TlogProof(0, (), note).format()).hashes == ()
+
+
+def test_tlog_proof_base64_must_be_canonical() -> None:
+    """Hash lines, the extra line and the checkpoint's signature lines: one text each."""
+    signer = Signer.generate("example.com/log")
+    note = sign_note(Checkpoint("example.com/log", 5, bytes(32)).body(), signer)
+    text = TlogProof(3, (bytes(32), b"\xff" * 32), note, extra=b"context").format()
+    zeros, ones = base64.b64encode(bytes(32)).decode(), base64.b64encode(b"\xff" * 32).decode()
+    sig = note[:-1].rpartition(" ")[2]
+    for old, new, what in (
+        (zeros, noncanonical_b64(zeros), "tlog proof hash 1"),
+        (ones, ones.rstrip("="), "tlog proof hash 2"),
+        (ones, ones.replace("/", "_"), "tlog proof hash 2"),
+        ("Y29udGV4dA==", noncanonical_b64("Y29udGV4dA==", 0b1010), "tlog proof extra data"),
+        ("Y29udGV4dA==", "Y29udGV4dA", "tlog proof extra data"),
+        (sig, noncanonical_b64(sig), "note signature by example.com/log"),
+    ):
+        assert old in text and new != old
+        with pytest.raises(InputError, match=f"^{what} is not canonical base64"):
+            TlogProof.parse(text.replace(old, new, 1))
 
 
 @pytest.mark.parametrize(

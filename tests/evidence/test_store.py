@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import math
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,10 +16,11 @@ from evidence.dsse import sign_envelope
 from evidence.errors import ConfigError, InputError, TrustError, VerificationError
 from evidence.home import Home
 from evidence.keys import Signer, TrustIndex
+from evidence.note import TlogProof
 from evidence.store import FixedKeys, Store
 from evidence.verify import open_checkpoint, verify_entry, verify_log
 from schemas.key_event import KEY_EVENT
-from tests.conftest import COLLECTOR_KINDS, statement
+from tests.conftest import COLLECTOR_KINDS, noncanonical_b64, statement
 
 
 def test_init_logs_the_first_key(store: Store, home: Home) -> None:
@@ -225,6 +228,25 @@ def test_rotation_keeps_old_entries_verifying(store: Store, home: Home) -> None:
     stale = Store.open(home.db_url, keys=FixedKeys(old_signer, home.trust()))
     with stale, pytest.raises(TrustError, match="retired"):
         stale.append([statement(3)])
+
+
+def test_verify_entry_refuses_proofs_in_other_base64(store: Store, home: Home) -> None:
+    """A proof re-encoded without changing a byte it decodes to: its hash line is refused as
+    malformed, and the checkpoint it carries fails verification."""
+    store.append([statement(i) for i in range(5)])
+    proof, envelope = store.inclusion_proof(2), store.get(2).envelope
+    line = base64.b64encode(proof.hashes[0]).decode()
+    reencoded = proof.format().replace(f"\n{line}\n", f"\n{noncanonical_b64(line)}\n", 1)
+    assert reencoded != proof.format()
+    with pytest.raises(InputError, match="tlog proof hash 1 is not canonical base64"):
+        TlogProof.parse(reencoded)
+    first_line = proof.checkpoint.rpartition("\n\n")[2].partition("\n")[0]
+    head, _, sig = first_line.rpartition(" ")
+    note = proof.checkpoint.replace(f"{head} {sig}\n", f"{head} {noncanonical_b64(sig)}\n", 1)
+    assert note != proof.checkpoint
+    with pytest.raises(VerificationError, match="checkpoint is malformed: note signature by"):
+        verify_entry(envelope, dataclasses.replace(proof, checkpoint=note), home.trust())
+    assert verify_entry(envelope, proof, home.trust()).index == 2
 
 
 def test_an_entry_signed_by_a_revoked_key_after_revocation_fails(home: Home) -> None:

@@ -54,7 +54,7 @@ from evidence.tables import (
     subjects,
 )
 from evidence.verify import verify_log
-from tests.conftest import statement
+from tests.conftest import noncanonical_b64, statement
 
 ORIGIN = "test.example/log"
 SEED = 9162
@@ -375,6 +375,21 @@ def flip_checkpoint_signature(conn: Connection, rng: random.Random, facts: Facts
     return _tamper(f"checkpoint {size}: signature byte {pos}", facts.covered_from(size))
 
 
+def reencode_checkpoint_signature(conn: Connection, rng: random.Random, facts: Facts) -> Tamper:
+    """A signature line rewritten as other base64 of the same bytes (unused low bits of its last
+    character set): every signature still verifies, yet the stored note changed."""
+    size = rng.choice(facts.checkpoint_sizes)
+    note = _note(conn, size)
+    cut = note.rindex("\n\n") + 2
+    lines = note[cut:-1].split("\n")
+    k = rng.randrange(len(lines))
+    head, _, sig = lines[k].rpartition(" ")
+    bits = rng.randrange(1, 1 << (2 * sig.count("=")))
+    lines[k] = f"{head} {noncanonical_b64(sig, bits)}"
+    _set_note(conn, size, note[:cut] + "\n".join(lines) + "\n")
+    return _tamper(f"checkpoint {size}: signature line {k} re-encoded", facts.covered_from(size))
+
+
 def delete_last_checkpoint(conn: Connection, rng: random.Random, facts: Facts) -> Tamper:
     conn.execute(delete(checkpoints).where(checkpoints.c.size == facts.size))
     return _tamper("the latest checkpoint deleted", facts.covered_from(facts.size))
@@ -527,6 +542,7 @@ MUTATIONS: dict[str, tuple[int, Mutation]] = {
         (2, flip_checkpoint_root),
         (2, edit_checkpoint_text),
         (2, flip_checkpoint_signature),
+        (2, reencode_checkpoint_signature),
         (1, delete_last_checkpoint),
         (1, insert_checkpoint),
         (3, delete_entry),
@@ -600,6 +616,27 @@ def test_untouched_copy_without_triggers_verifies(
     # One signature an entry; a checkpoint carries the log's signature and its timestamp.
     assert report.signatures == facts.size + 2 * report.checkpoints
     assert len(set(facts.keyids)) == 2  # the rotation happened: two log keys
+
+
+def test_reencoded_checkpoint_signature_fails_naming_the_checkpoint(
+    sqlite_log: SqliteLog, tampered: Callable[[], tuple[str, Engine]]
+) -> None:
+    """The finding: an attacker with database access rewrote the log's signature line of a
+    stored checkpoint as non-canonical base64 of the same signature bytes, and verify passed."""
+    url, engine = tampered()
+    size = sqlite_log.facts.checkpoint_sizes[4]
+    with engine.begin() as conn:
+        text, sep, lines = _note(conn, size).rpartition("\n\n")
+        first, _, rest = lines.partition("\n")
+        head, _, sig = first.rpartition(" ")
+        changed = noncanonical_b64(sig)
+        assert changed != sig and base64.b64decode(changed) == base64.b64decode(sig)
+        _set_note(conn, size, f"{text}{sep}{head} {changed}\n{rest}")
+    error = _verify_error(url, sqlite_log.trust)
+    assert error is not None, "a re-encoded checkpoint signature passed verification"
+    assert error.index == sqlite_log.facts.covered_from(size)
+    assert f"the checkpoint at size {size}: malformed checkpoint" in str(error)
+    assert "is not canonical base64" in str(error)
 
 
 # -- tests: random mutations ----------------------------------------------------------------------
@@ -705,7 +742,14 @@ def test_cli_verify_passes_on_untouched_copy(sqlite_log: SqliteLog, tmp_path: Pa
 
 
 @pytest.mark.parametrize(
-    "kind", ["flip_envelope", "delete_entry", "swap_entries", "flip_checkpoint_root"]
+    "kind",
+    [
+        "flip_envelope",
+        "delete_entry",
+        "swap_entries",
+        "flip_checkpoint_root",
+        "reencode_checkpoint_signature",
+    ],
 )
 def test_cli_verify_exits_1_naming_the_entry(
     sqlite_log: SqliteLog, tmp_path: Path, kind: str

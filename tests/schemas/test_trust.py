@@ -12,6 +12,7 @@ import pytest
 from evidence.errors import InputError
 from evidence.keys import Signer, load_trust, save_trust
 from schemas.trust import TrustedKey, TrustFile
+from tests.conftest import noncanonical_b64
 
 
 def _key(**changes: Any) -> dict[str, Any]:
@@ -52,6 +53,25 @@ def test_bad_keys_are_named(tmp_path: Path, change: dict[str, Any], message: str
     with pytest.raises(InputError, match=message) as caught:
         load_trust(path)
     assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize("how", ["unused bits", "unpadded", "url-safe"])
+def test_public_key_must_be_canonical_base64(tmp_path: Path, how: str) -> None:
+    """Another text of the same key would be another trust file with the same keys."""
+    key = _key()
+    while not {"+", "/"} & set(key["public_key"]):  # one the URL-safe alphabet writes otherwise
+        key = _key()
+    text = key["public_key"]
+    key["public_key"] = {
+        "unused bits": noncanonical_b64(text),
+        "unpadded": text.rstrip("="),
+        "url-safe": text.replace("+", "-").replace("/", "_"),
+    }[how]
+    path = _write(tmp_path / "trust.json", [key])
+    with pytest.raises(
+        InputError, match=r"keys\.0\.public_key: .*public_key is not canonical base64"
+    ):
+        load_trust(path)
 
 
 def test_retired_window_must_not_end_before_it_starts(tmp_path: Path) -> None:
