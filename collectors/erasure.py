@@ -60,6 +60,8 @@ def _holds_from_log(store: Store) -> list[tuple[int, str]]:
     after: int | None = None
     while page := store.query(predicate_type=predicate_type("incident"), after=after, limit=500):
         for entry in page:
+            if not store.signed_by_authority(entry):
+                continue  # a forged close lifts nothing
             predicate = entry.statement.get("predicate", {})
             newest[str(predicate.get("incidentId"))] = (entry.index, predicate)
         after = page[-1].index

@@ -98,10 +98,13 @@ def active_holds(store: Store) -> list[Hold]:
 
 
 def _incident_entries(store: Store, incident_id: str | None = None) -> Iterator[Entry]:
+    """Incident statements the log key signed (only it may: schemas/authority.py); one signed
+    by another key, or not signed at all, is no statement of the incident's state, so a forged
+    close can neither lift a hold nor end an incident."""
     after: int | None = None
     name = None if incident_id is None else f"incident:{incident_id}"
     while page := store.query(predicate_type=INCIDENT, subject_name=name, after=after, limit=_PAGE):
-        yield from page
+        yield from (entry for entry in page if store.signed_by_authority(entry))
         after = page[-1].index
 
 

@@ -154,7 +154,7 @@ class Home:
     def open_store(self, *, write: bool = False) -> Store:
         """Opens the log; `write` also loads the signing key (and checks the passphrase)."""
         self.trust()  # a clear error when the directory is not initialised
-        store = Store.open(self.db_url, keys=self if write else None)
+        store = Store.open(self.db_url, keys=self if write else None, trust=self.trust)
         if write:
             self.signer()
         if store.origin != self.trust().trust.origin:

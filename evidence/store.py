@@ -70,6 +70,7 @@ from evidence.entry import (
     to_us,
 )
 from evidence.errors import (
+    AnnexError,
     AuthorityError,
     ConfigError,
     DuplicateEntry,
@@ -254,6 +255,22 @@ def prepare_envelopes(
     return out
 
 
+def check_entry_signatures(entry: Entry, trust: TrustIndex) -> str:
+    """Checks a stored entry's signatures with authority (each by a key that may sign its
+    statement's type at its index); returns the first signer's keyid, or raises."""
+    try:
+        envelope = entry.envelope
+        kind = entry.statement["predicateType"]
+    except (AnnexError, ValueError, KeyError, TypeError):
+        raise VerificationError(
+            f"entry {entry.index}: its envelope cannot be read", index=entry.index
+        ) from None
+    try:
+        return verify_envelope(envelope, lambda k: trust.entry_signer(k, entry.index, kind))
+    except VerificationError as exc:
+        raise type(exc)(f"entry {entry.index}: {exc}", index=entry.index) from None
+
+
 def _check_signer(trust: TrustIndex, keyid: str, index: int, kind: str, where: str) -> None:
     """Raises unless `keyid` may sign a statement of type `kind` as entry `index`: TrustError
     for a key not valid there, AuthorityError for one whose role may not sign that type."""
@@ -302,10 +319,18 @@ class FixedKeys:
 class Store:
     """Open with `Store.open` (an existing log) or `Store.create` (a new one)."""
 
-    def __init__(self, engine: Engine, origin: str, *, keys: Keys | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        origin: str,
+        *,
+        keys: Keys | None = None,
+        trust: Callable[[], TrustIndex] | None = None,
+    ) -> None:
         self.engine = engine
         self.origin = origin
         self.keys = keys
+        self._trust = trust  # a reader's trust file (a writer has it from `keys`)
         self._signing: SigningProcess | None = None  # started by the first large append
         self._signed = 0  # statements this store signed without the helper
         self._helper_unavailable = ""  # why the helper could not start, once it could not
@@ -366,6 +391,23 @@ class Store:
             with self.engine.connect() as conn:
                 self._lookup_ready = lookup.present(conn)
         return self._lookup_ready
+
+    def trust(self) -> TrustIndex:
+        """The trust file that decisions on this log's entries are checked against."""
+        if self.keys is not None:
+            return self.keys.trust()
+        if self._trust is None:
+            raise ConfigError("this store was opened without a trust file: nothing can be judged")
+        return self._trust()
+
+    def signed_by_authority(self, entry: Entry) -> bool:
+        """Whether every signature on `entry` is by a key that may sign its predicate type at
+        its position, and verifies: what decides (holds, reports) reads only such entries."""
+        try:
+            check_entry_signatures(entry, self.trust())
+        except VerificationError:
+            return False
+        return True
 
     def close(self) -> None:
         self._stop_signing_process()

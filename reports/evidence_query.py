@@ -46,13 +46,15 @@ def checkpoint_ref(store: Store, at: int | None) -> CheckpointRef:
 
 
 def scan(store: Store, predicate_type: str, size: int, **filters: Any) -> Iterator[Entry]:
-    """Entries of one kind below `size`, in index order (`filters` as Store.query takes them)."""
+    """Entries of one kind below `size`, in index order (`filters` as Store.query takes them),
+    signed with authority: an entry whose signer may not sign its type is no evidence."""
     after: int | None = None
     while page := store.query(predicate_type=predicate_type, after=after, limit=_PAGE, **filters):
         for entry in page:
             if entry.index >= size:
                 return
-            yield entry
+            if store.signed_by_authority(entry):
+                yield entry
         after = page[-1].index
 
 
