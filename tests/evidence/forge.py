@@ -1,0 +1,122 @@
+"""What an attacker with write access to the log's database does: rows written without Annex.
+
+`forge_append` inserts entries as the sequencer would (entry, subjects, lookup keys, the tree
+nodes they complete) and, given a note signer, a checkpoint over the new tree. The append-only
+triggers refuse UPDATE and DELETE only, so nothing has to be dropped for this. What the rows
+carry is exactly what the attacker's keys can sign; everything else is as Annex writes it, so
+a verifier that fails on them fails because of who signed, never because a row is malformed
+(each test file checks that with a forgery by a key that may sign: it verifies).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy import create_engine, select
+
+from evidence import lookup
+from evidence.dsse import Envelope
+from evidence.entry import statement_metadata
+from evidence.merkle import CompactRange, leaf_hash
+from evidence.note import Checkpoint, NoteSigner, sign_checkpoint
+from evidence.tables import (
+    checkpoints,
+    entries,
+    insert_rows,
+    lookup_recent,
+    meta,
+    nodes,
+    subjects,
+)
+
+
+def copy_database(source: Path, target: Path) -> str:
+    """A consistent copy of a SQLite log (WAL included); its database URL."""
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+    return f"sqlite:///{target}"
+
+
+def forge_append(
+    url: str, envelopes: Sequence[Envelope], checkpoint_signer: NoteSigner | None
+) -> range:
+    """Appends `envelopes` as rows, and a checkpoint signed by `checkpoint_signer` (none when
+    None); the indices they got."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            origin = conn.execute(select(meta.c.value).where(meta.c.key == "origin")).scalar_one()
+            tree = CompactRange()
+            for leaf in conn.execute(select(entries.c.leaf_hash).order_by(entries.c.idx)).scalars():
+                tree.append(leaf)
+            first = tree.size
+            now = int(time.time())
+            rows: list[tuple[object, ...]] = []
+            subject_rows: list[tuple[object, ...]] = []
+            node_rows: list[tuple[object, ...]] = []
+            keys: list[tuple[int, int, int]] = []
+            for envelope in envelopes:
+                data = envelope.canonical()
+                leaf = leaf_hash(data)
+                index = tree.size
+                derived = statement_metadata(json.loads(envelope.payload))
+                rows.append(
+                    (
+                        index,
+                        leaf,
+                        data,
+                        envelope.signatures[0].keyid,
+                        derived.predicate_type,
+                        derived.observed_at_us,
+                        now * 1_000_000,
+                    )
+                )
+                subject_rows.extend(
+                    (index, pos, s.name, s.algorithm, s.digest)
+                    for pos, s in enumerate(derived.subjects)
+                )
+                lookup.entry_keys(index, leaf, (s.digest for s in derived.subjects), keys)
+                node_rows.extend((n.level, n.index, h) for n, h in tree.append(leaf)[1:])
+            entry_columns = (
+                "idx",
+                "leaf_hash",
+                "envelope",
+                "keyid",
+                "predicate_type",
+                "observed_at_us",
+                "logged_at_us",
+            )
+            insert_rows(conn, entries, entry_columns, rows)
+            if subject_rows:
+                insert_rows(
+                    conn,
+                    subjects,
+                    ("entry_idx", "position", "name", "algorithm", "digest"),
+                    subject_rows,
+                )
+            if node_rows:
+                insert_rows(conn, nodes, ("level", "idx", "hash"), node_rows)
+            insert_rows(conn, lookup_recent, lookup.COLUMNS, keys)
+            if checkpoint_signer is not None:
+                root = tree.root()
+                note = sign_checkpoint(Checkpoint(origin, tree.size, root), checkpoint_signer, now)
+                conn.execute(
+                    checkpoints.insert(),
+                    {
+                        "size": tree.size,
+                        "root": root,
+                        "note": note,
+                        "issued_at_us": now * 1_000_000,
+                    },
+                )
+    finally:
+        engine.dispose()
+    return range(first, first + len(envelopes))
