@@ -26,6 +26,7 @@ from collectors.incidents import (
 )
 from evidence.entry import rfc3339
 from evidence.errors import ConfigError, InputError
+from evidence.home import Home
 from evidence.store import Store
 from schemas.incident import INCIDENT, IncidentCategory, IncidentPredicate
 from schemas.model import MODEL_MANIFEST, MODEL_RELEASE
@@ -115,11 +116,12 @@ def sqlite_store(sqlite_home: Any) -> Any:
 
 
 def test_snapshot_freezes_newest_manifests_configs_and_checkpoint(
-    store: Store, tmp_path: Path
+    store: Store, home: Home, tmp_path: Path
 ) -> None:
     store.append([model_statement("model:base", b"v1"), model_statement("adapter:lora", b"a1")])
     store.append([model_statement("model:base", b"v2")])
-    store.append([model_statement("model:base", b"v2", MODEL_RELEASE)])
+    releaser = home.create_model_signing_key("release-key")  # entry 4: its key event
+    home.append_release(releaser.keyid, model_statement("model:base", b"v2", MODEL_RELEASE))
     config = tmp_path / "serving.yaml"
     config.write_text("max_tokens: 512\n")
     before = store.checkpoint()
@@ -137,7 +139,7 @@ def test_snapshot_freezes_newest_manifests_configs_and_checkpoint(
     assert [(m.name, m.kind, m.digest, m.entry) for m in snap.manifests] == [
         ("adapter:lora", "manifest", digest[b"a1"], 2),
         ("model:base", "manifest", digest[b"v2"], 3),  # the newest, not v1
-        ("model:base", "release", digest[b"v2"], 4),
+        ("model:base", "release", digest[b"v2"], 5),
     ]
     assert [(c.name, c.digest) for c in snap.configs] == [
         ("serving.yaml", hashlib.sha256(b"max_tokens: 512\n").hexdigest())

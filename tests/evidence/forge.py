@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, select
 
 from evidence import lookup
-from evidence.dsse import Envelope
+from evidence.dsse import Envelope, content_hash
 from evidence.entry import statement_metadata
 from evidence.merkle import CompactRange, leaf_hash
 from evidence.note import Checkpoint, NoteSigner, sign_checkpoint
@@ -83,7 +83,8 @@ def forge_append(
                     (index, pos, s.name, s.algorithm, s.digest)
                     for pos, s in enumerate(derived.subjects)
                 )
-                lookup.entry_keys(index, leaf, (s.digest for s in derived.subjects), keys)
+                digests = (s.digest for s in derived.subjects)
+                lookup.entry_keys(index, content_hash(envelope), digests, keys)
                 node_rows.extend((n.level, n.index, h) for n, h in tree.append(leaf)[1:])
             entry_columns = (
                 "idx",

@@ -224,20 +224,10 @@ def test_a_collector_signed_close_in_the_database_fails_verify(rig: Rig) -> None
     assert "may not sign incident statements" in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "active_holds (collectors/incidents.py) reads the newest INCIDENT row of each incident "
-        "without checking who signed it, so a close with legalHold false signed by a collector "
-        "key (which may never sign incident) and INSERTed into the database - no trigger needs "
-        "dropping - lifts the legal hold, and refuse_under_hold (collectors/erasure.py) lets "
-        "erasure and expiry proceed; schemas/authority.py says the legal-hold logic asks the table"
-    ),
-)
 def test_a_collector_signed_close_in_the_database_leaves_the_hold(rig: Rig) -> None:
     opened, close = forged_close(rig)
     rig.forge([close], rig.node)
-    with Store.open(rig.url) as store:
+    with Store.open(rig.url, trust=rig.home.trust) as store:
         assert [h.entry for h in active_holds(store)] == [opened]
         with pytest.raises(InputError, match="legal hold by incident inc-1"):
             refuse_under_hold(store, "erasure")
