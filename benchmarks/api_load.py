@@ -69,6 +69,12 @@ POLL_S = 0.2
 REQUEST_TIMEOUT_S = 30.0
 
 
+# What the benchmark's collector posts, and so is registered to sign.
+COLLECTOR_KINDS = tuple(
+    f"https://annex.dev/predicates/{k}/v1" for k in ("benchmark", "bench-ingest")
+)
+
+
 def statement(i: int, kind: str = "benchmark") -> dict[str, Any]:
     """About 400 bytes, like benchmarks/store.py's: a small piece of evidence."""
     return {
@@ -115,7 +121,7 @@ def prepare_home(path: Path, prefill: int, collector: Signer, url: str | None) -
     with home.open_store(write=True) as store:
         for start in range(0, prefill, 1000):
             store.append([statement(i) for i in range(start, min(prefill, start + 1000))])
-    home.add_collector_key(COLLECTOR, collector.public_bytes)
+    home.add_collector_key(COLLECTOR, collector.public_bytes, COLLECTOR_KINDS)
     return home
 
 
@@ -341,7 +347,7 @@ def store_rates(
     for name, batch in (("batch_1", 1), ("batch_all", len(envelopes))):
         home = Home(path / name, databases.new())
         home.init(ORIGIN, model_signing_name=None)
-        home.add_collector_key(COLLECTOR, collector.public_bytes)
+        home.add_collector_key(COLLECTOR, collector.public_bytes, COLLECTOR_KINDS)
         with home.open_store(write=True) as store:
             start = time.perf_counter()
             for k in range(0, len(envelopes), batch):

@@ -34,6 +34,9 @@ from evidence.parallel import map_chunked
 from evidence.verify import verify_log
 
 
+BENCH_KIND = "https://annex.dev/predicates/benchmark/v1"
+
+
 def statement(i: int) -> dict[str, Any]:
     """A statement the size of a typical small piece of evidence (about 400 bytes)."""
     return {
@@ -41,7 +44,7 @@ def statement(i: int) -> dict[str, Any]:
         "subject": [
             {"name": f"model/file-{i}", "digest": {"sha256": hashlib.sha256(b"%d" % i).hexdigest()}}
         ],
-        "predicateType": "https://annex.dev/predicates/benchmark/v1",
+        "predicateType": BENCH_KIND,
         "predicate": {
             "observedAt": "2026-11-24T08:00:00Z",
             "host": "gpu-node-01",
@@ -109,7 +112,7 @@ def bench_append(root: Path, batch: int, total: int, run: int) -> float:
 def bench_ingest(root: Path, total: int) -> tuple[float, Home]:
     home = new_home(root, "ingest")
     collector = Signer.generate("gpu-node-01.example/collector")
-    home.add_collector_key(collector.name, collector.public_bytes)
+    home.add_collector_key(collector.name, collector.public_bytes, [BENCH_KIND])
     envelopes = [sign_envelope(canonical_bytes(statement(i)), collector) for i in range(total)]
     dicts = [e.to_dict() for e in envelopes]  # as they arrive: parsed JSON
     with home.open_store(write=True) as store:

@@ -331,6 +331,7 @@ class Store:
         self.origin = origin
         self.keys = keys
         self._trust = trust  # a reader's trust file (a writer has it from `keys`)
+        self._authority: dict[tuple[int, bytes, int], bool] = {}
         self._signing: SigningProcess | None = None  # started by the first large append
         self._signed = 0  # statements this store signed without the helper
         self._helper_unavailable = ""  # why the helper could not start, once it could not
@@ -402,12 +403,21 @@ class Store:
 
     def signed_by_authority(self, entry: Entry) -> bool:
         """Whether every signature on `entry` is by a key that may sign its predicate type at
-        its position, and verifies: what decides (holds, reports) reads only such entries."""
-        try:
-            check_entry_signatures(entry, self.trust())
-        except VerificationError:
-            return False
-        return True
+        its position, and verifies: what decides (holds, reports) reads only such entries.
+        Answers are kept for this store's life, by entry and leaf hash."""
+        trust = self.trust()
+        key = (entry.index, entry.leaf_hash, id(trust))
+        known = self._authority.get(key)
+        if known is None:
+            try:
+                check_entry_signatures(entry, trust)
+                known = True
+            except VerificationError:
+                known = False
+            if len(self._authority) > 100_000:
+                self._authority.clear()
+            self._authority[key] = known
+        return known
 
     def close(self) -> None:
         self._stop_signing_process()

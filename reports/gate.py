@@ -2,7 +2,8 @@
 
 A requirement is a value with `evaluate(context) -> Outcome`; `AllOf` and `AnyOf` combine them
 (reports/requirements.py holds the leaves, reports/policy.py builds them from a policy file).
-Every outcome names its reason and the log entries it relied on, so a verdict can be audited.
+Every outcome names its reason, the log entries it relied on and the key that signed each (a
+key whose role may sign that type: schemas/authority.py), so a verdict can be audited.
 
 What the gate trusts: the trust file (public keys) and nothing else. Each entry a requirement
 relies on is proven before it is believed: its envelope signature by a key valid at its index,
@@ -175,6 +176,11 @@ class GateContext:
 
     def age(self, observed_at: str) -> timedelta:
         return self.now - parse_timestamp(observed_at)
+
+    def signer(self, proven: Proven) -> str:
+        """Who vouched for a proven entry, for a reason: `signed by NAME (role KEYID)`."""
+        key = self.trust.get(proven.keyid)
+        return f"signed by {key.name} ({key.role} key {key.keyid[:16]})"
 
 
 class Requirement(Protocol):

@@ -148,9 +148,10 @@ def _named(node: Node, wanted: str) -> bool:
 
 
 def entries_of(store: Store, predicate_type: str) -> Iterator[Entry]:
+    """Entries of one type signed with authority (schemas/authority.py), in log order."""
     after: int | None = None
     while page := store.query(predicate_type=predicate_type, after=after, limit=_PAGE):
-        yield from page
+        yield from (e for e in page if store.signed_by_authority(e))
         after = page[-1].index
 
 

@@ -237,14 +237,14 @@ class EvalResult:
                 continue
             value = run.metric(self.task, self.metric)
             if proven.names_digest(context.digest) and value is not None:
-                return self._judge(context, proven.index, run, value)
+                return self._judge(context, proven, run, value)
         return self._missing(context, candidates, problems)
 
     def _judge(
-        self, context: GateContext, index: int, run: EvalRunContract, value: float
+        self, context: GateContext, proven: Proven, run: EvalRunContract, value: float
     ) -> Outcome:
-        age = context.age(run.observed_at)
-        where = f"eval run entry {index} ({run.observed_at})"
+        age, index = context.age(run.observed_at), proven.index
+        where = f"eval run entry {index} ({run.observed_at}, {context.signer(proven)})"
         if self.max_age_days is not None and age > timedelta(days=self.max_age_days):
             reason = (
                 f"the newest eval run with {self.task} {self.metric}, {where}, is {_days(age)} "
@@ -312,7 +312,10 @@ class GpuInventory:
                 continue  # its signed time says older than the database column did
             found = len(inventory.devices)
             if inventory.status == "ok" and found >= self.min_devices:
-                reason = f"inventory entry {proven.index} ({inventory.observed_at}): {found} GPU(s)"
+                reason = (
+                    f"inventory entry {proven.index} ({inventory.observed_at}, "
+                    f"{context.signer(proven)}): {found} GPU(s)"
+                )
                 return Outcome(self.rule, self.describe(), True, reason, (proven.index,))
             why = f" ({inventory.reason})" if inventory.reason else ""
             seen.append(f"entry {proven.index}: status {inventory.status}{why}, {found} GPU(s)")
@@ -377,7 +380,7 @@ class Lineage:
                 return Outcome(self.rule, self.describe(), False, reason, (proven.index,))
             names = ", ".join(d.name for d in lineage.datasets)
             what = "training run" if isinstance(lineage, TrainingRunContract) else "lineage"
-            reason = f"{what} entry {proven.index}: datasets {names}"
+            reason = f"{what} entry {proven.index} ({context.signer(proven)}): datasets {names}"
             return Outcome(self.rule, self.describe(), True, reason, (proven.index,))
         reason = (
             f"no dataset-lineage evidence for {context.subject}: record the run that produced "

@@ -344,6 +344,8 @@ def _runs_logged_since(store: Store, since: datetime) -> dict[str, list[Run]]:
     after: int | None = None
     while page := store.query(predicate_type=SWEEP_RUN, logged_since=since, after=after, limit=500):
         for entry in page:
+            if not store.signed_by_authority(entry):
+                continue  # only the log key records a sweep's run
             run = read_run(entry)
             found.setdefault(run.predicate.sweep, []).append(run)
         after = page[-1].index
@@ -351,13 +353,21 @@ def _runs_logged_since(store: Store, since: datetime) -> dict[str, list[Run]]:
 
 
 def _first_run(store: Store, name: str) -> Run | None:
-    page = store.query(predicate_type=SWEEP_RUN, subject_name=f"sweep:{name}", limit=1)
-    return read_run(page[0]) if page else None
+    after: int | None = None
+    while page := store.query(
+        predicate_type=SWEEP_RUN, subject_name=f"sweep:{name}", after=after, limit=50
+    ):
+        for entry in page:
+            if store.signed_by_authority(entry):
+                return read_run(entry)
+        after = page[-1].index
+    return None
 
 
 def _newest_run(store: Store, name: str) -> Run | None:
     """Only for a sweep with no run in the window: pages through its runs by subject name."""
     newest: Entry | None = None
+    last: Entry | None = None  # the newest signed with authority
     while page := store.query(
         predicate_type=SWEEP_RUN,
         subject_name=f"sweep:{name}",
@@ -365,4 +375,6 @@ def _newest_run(store: Store, name: str) -> Run | None:
         limit=500,
     ):
         newest = page[-1]
-    return None if newest is None else read_run(newest)
+        signed = [e for e in page if store.signed_by_authority(e)]
+        last = signed[-1] if signed else last
+    return None if last is None else read_run(last)

@@ -36,6 +36,8 @@ def card_history(store: Store, system_id: str, *, size: int | None = None) -> li
         for entry in page:
             if size is not None and entry.index >= size:
                 return found
+            if not store.signed_by_authority(entry):
+                continue  # a card only the log key may record
             predicate = SystemCardPredicate.model_validate(entry.statement["predicate"])
             found.append(CardVersion(entry, predicate, predicate.parsed()))
         after = page[-1].index
@@ -64,6 +66,8 @@ def system_ids(store: Store, *, size: int | None = None) -> list[str]:
         for entry in page:
             if size is not None and entry.index >= size:
                 return sorted(ids)
+            if not store.signed_by_authority(entry):
+                continue
             ids.update(
                 s.name.removeprefix(SUBJECT_PREFIX)
                 for s in entry.subjects
