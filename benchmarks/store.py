@@ -33,7 +33,6 @@ from evidence.lookup import MERGE_EVERY
 from evidence.parallel import map_chunked
 from evidence.verify import verify_log
 
-
 BENCH_KIND = "https://annex.dev/predicates/benchmark/v1"
 
 
