@@ -43,6 +43,7 @@ from collectors.datasets import statement_of as dataset_statement
 from collectors.erasure import erase
 from collectors.evals import run_eval
 from collectors.gpu import collect_gpu
+from collectors.hashing import build_manifest
 from collectors.inference_log import DEFAULT_CLASS, RetentionPolicy, ingest
 from collectors.inference_proof import prove_line, read_content
 from collectors.models import BaseRef, collect_model
@@ -51,10 +52,13 @@ from collectors.oversight import ingest_feed
 from collectors.system_card import card_statement, read_card, resolve_components
 from collectors.training import RunFacts, resolve_dataset, resolve_manifest, training_run
 from evidence.blobs import BlobStore
-from evidence.dsse import Envelope
-from evidence.errors import ConfigError, InputError
+from evidence.canonical import canonical_bytes
+from evidence.dsse import Envelope, sign_envelope
+from evidence.entry import rfc3339
+from evidence.errors import AuthorityError, ConfigError, InputError
 from evidence.home import Home
-from evidence.keys import utc_now
+from evidence.keys import Signer, utc_now
+from evidence.model_signature import release_statement
 from evidence.note import TlogProof
 from evidence.store import Store
 from evidence.vault import Vault
@@ -62,7 +66,7 @@ from evidence.verify import verify_entry, verify_log
 from reports.document import Coverage
 from reports.gate import Verdict, run_gate
 from reports.policy import default_requirement, parse_policy, requirement_of
-from schemas.gpu import SiteLabels
+from schemas.gpu import GPU_INVENTORY, SiteLabels
 from schemas.statement import STATEMENT_TYPE, predicate_type
 
 MARKER = ".annex-demo"
@@ -130,6 +134,7 @@ def run(path: Path, say: Say | None, *, site: SiteLabels | None = None) -> dict[
     erasure = _inference_and_oversight(home, path / "logs", tell)
     evaluated = _evaluate(home, path / "models", tell)
     passed, failed = _gates(home, adapter, base, tell)
+    authority = _authority(home, base, site or SiteLabels(site="annex-demo"), tell)
     dossiers = _reports(home, path, base=base, adapter=adapter, tell=tell)
     with home.open_store() as store:
         exported = _export(store, path / "exports", index=release.index)
@@ -152,6 +157,7 @@ def run(path: Path, say: Say | None, *, site: SiteLabels | None = None) -> dict[
         "models": {"base": str(base), "adapter": str(adapter)},
         "releases": {"base": base_release.index, "adapter": release.index},
         "gate": {"passed": passed.to_json(), "failed": failed.to_json()},
+        "authority": authority,
         "erasure": erasure,
         "eval": evaluated,
         "reports": dossiers,
@@ -174,6 +180,39 @@ def _collect_gpu(home: Home, site: SiteLabels, tell: Say) -> dict[str, Any]:
     else:
         tell(f"GPU inventory of this host: none ({predicate['reason']}); recorded at entry {index}")
     return {"index": index, "status": predicate["status"], "reason": predicate["reason"]}
+
+
+def _authority(home: Home, base: Path, site: SiteLabels, tell: Say) -> dict[str, Any]:
+    """A GPU node's collector key, registered for GPU inventory: its inventory is logged, and
+    the model release it tries to sign is refused, since only the model-signing key may."""
+    node = Signer.generate("gpu-node-1.demo")
+    key = home.add_collector_key(node.name, node.public_bytes, [GPU_INVENTORY])
+    inventory = sign_envelope(
+        canonical_bytes(collect_gpu(load_pynvml(), site=site), what="inventory"), node
+    )
+    manifest = build_manifest(base, cache=None, full=True)
+    forged = release_statement(
+        manifest,
+        name=base.name,
+        kind="model",
+        approved_by="gpu-node-1.demo",
+        observed_at=rfc3339(utc_now()),
+        signing_keyid=home.model_signer().key.keyid,
+        bundle=b"",
+    )
+    with home.open_store(write=True) as store:
+        index = store.append_envelopes([inventory], labels=["node inventory"]).first_index
+        try:
+            store.append_envelopes([sign_envelope(canonical_bytes(forged), node)])
+        except AuthorityError as exc:
+            refused = str(exc)
+        else:  # pragma: no cover - the authority table says it cannot
+            raise AssertionError("a collector key logged a model release")
+    tell(
+        f"collector key {key.keyid[:16]} (gpu-node-1.demo, may sign: gpu-inventory): its "
+        f"inventory logged at entry {index}; its forged model release refused: {refused}"
+    )
+    return {"collector": key.keyid, "inventory": index, "forged_release": refused}
 
 
 def _collect_models(home: Home, directory: Path, tell: Say) -> tuple[Path, Path]:

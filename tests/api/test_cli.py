@@ -1037,7 +1037,7 @@ def test_keys_export_public_trust_and_bad_format(template: Template, annex: Anne
 def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) -> None:
     """README quick start: `annex demo` in the current directory; a second run replaces it."""
     evals = find_spec("lm_eval") is not None  # with the eval extra, a real lm-eval run
-    size = 20 if evals else 19  # the last three: the system card and two reports
+    size = 22 if evals else 21  # the last three: the system card and two reports
     run = annex_at(tmp_path / "unused")
     first = run("demo")
     assert first.code == 0, first
@@ -1060,6 +1060,9 @@ def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) ->
         "gate on annex-demo-lora (signed, lineage recorded): PASS",
         "gate on annex-demo-base with one byte of model.safetensors changed: FAIL",
         "changed model.safetensors",
+        "(gpu-node-1.demo, may sign: gpu-inventory): its inventory logged at entry ",
+        "its forged model release refused: envelope 1: signed by collector key ",
+        "which may not sign model-release statements",
         f"system annex-demo: card system-card.yaml logged at entry {size - 3}",
         "Annex IV dossier annex-iv.pdf: ",
         f"entries cited; logged at entry {size - 2}",
@@ -1083,6 +1086,8 @@ def test_demo_builds_verifies_and_rebuilds(tmp_path: Path, annex_at: AnnexAt) ->
     assert summary["gpu"]["status"] in {"no-nvml", "no-driver", "no-gpu", "nvml-error", "ok"}
     assert summary["gate"]["passed"]["passed"] is True
     assert summary["gate"]["failed"]["passed"] is False
+    assert summary["authority"]["inventory"] == size - 4  # after the collector's key event
+    assert "may not sign model-release" in summary["authority"]["forged_release"]
     assert summary["erasure"] == {"batch": 10, "receipt": 14, "content_readable": False}
     assert summary["eval"]["run"] is evals
     dossier = summary["reports"]["annex_iv"]
