@@ -206,7 +206,10 @@ def add_append(router: APIRouter) -> None:
         summary="Append a DSSE envelope signed by a trusted collector key",
         openapi_extra=envelope_body,
         responses={
-            403: problem_response("not signed by a trusted key, or by a revoked one"),
+            403: problem_response(
+                "not signed by a trusted key, or by a revoked one (trust-error), or signed by "
+                "a key whose role may not sign this predicate type (authority-error)"
+            ),
             409: problem_response("already in the log: the detail names the entry"),
         },
     )

@@ -296,7 +296,8 @@ class TrustIndex:
         key = self._keys.get(keyid)
         if key is None:
             raise VerificationError(
-                f"not signed by any trusted key: key {keyid[:16]} is not in the trust file"
+                f"not signed by any trusted key: key {keyid[:16]} is not in the trust file",
+                index=index,
             )
         if not may_sign(key, predicate):
             raise AuthorityError(

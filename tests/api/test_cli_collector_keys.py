@@ -3,6 +3,7 @@ signs can be appended (by `POST /api/v1/entries`); anything but an Ed25519 PEM i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -116,3 +117,25 @@ def test_only_an_ed25519_pem_is_trusted(
         assert refused.code == 2, refused.out
         assert message in refused.err
     assert log_size(fresh) == template.size
+
+
+def test_an_older_trust_file_is_read_with_the_narrowest_default(
+    annex: Annex, fresh: Path, tmp_path: Path
+) -> None:
+    """A collector key listed before keys carried predicate types may sign GPU inventory alone,
+    and `annex keys list` says that this is a default."""
+    node = Signer.generate("gpu-node-1")
+    (tmp_path / "node.pem").write_bytes(pem_of(node))
+    added = annex.fast("keys", "add-collector", "gpu-node-1", tmp_path / "node.pem", "--json")
+    assert added.code == 0, added.err
+    trust = json.loads((fresh / "trust.json").read_text())
+    for key in trust["keys"]:
+        key.pop("predicates", None)  # as an earlier Annex wrote it
+    (fresh / "trust.json").write_text(json.dumps(trust))
+    listed = annex.fast("keys", "list").out
+    assert "may sign: gpu-inventory (default for an older trust file)" in listed
+    [collector] = [
+        k for k in annex.fast("keys", "list", "--json").json()["keys"] if k["name"] == "gpu-node-1"
+    ]
+    assert collector["predicates"] == [GPU_INVENTORY]
+    assert collector["signs_checkpoints"] is False
