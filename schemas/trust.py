@@ -38,9 +38,6 @@ from pydantic import (
     model_validator,
 )
 
-from evidence.b64 import b64decode
-from evidence.errors import InputError
-
 TRUST_FILE_VERSION: Literal[1] = 1
 
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+")
@@ -89,10 +86,14 @@ class TrustedKey(BaseModel):
     @field_validator("public_key")
     @classmethod
     def _fits_algorithm(cls, value: str, info: ValidationInfo) -> str:
-        try:
-            raw = b64decode(value, what="public_key")
-        except InputError as exc:  # pydantic reports ValueError with the field's location
-            raise ValueError(str(exc)) from None
+        try:  # canonical only: one text per key (the rule of evidence/b64.py)
+            raw = base64.b64decode(value, validate=True)
+        except ValueError:
+            raw = None
+        if raw is None or base64.b64encode(raw).decode() != value:
+            raise ValueError(
+                "public_key is not canonical base64 (standard alphabet, padded, no unused bits set)"
+            )
         algorithm = info.data.get("algorithm")
         if algorithm == "ed25519" and len(raw) != 32:
             raise ValueError("public_key must be a 32-byte Ed25519 key")
