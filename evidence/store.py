@@ -30,9 +30,8 @@ payload) the log already holds is refused with `DuplicateEntry` naming the entry
 and the whole batch with it, whatever signatures either envelope carries: re-signing or adding
 a signature does not make new evidence. The check is a primary-key search per envelope
 (evidence/lookup.py) made inside the lock, so of two identical envelopes appended at the same
-instant exactly one lands. Statements the log
-signs itself (`append`) are not checked: signing the same statement again is a new observation
-by the log.
+instant exactly one lands. Statements the log signs itself (`append`) are not checked: signing
+the same statement again is a new observation by the log.
 """
 
 from __future__ import annotations
@@ -206,9 +205,12 @@ def check_statements(
     ]
 
 
-def _signed(payload: bytes, metadata: Metadata, keyid: str, sig: bytes, where: str) -> Prepared:
+def _signed(
+    payload: bytes, message: bytes, metadata: Metadata, keyid: str, sig: bytes, where: str
+) -> Prepared:
+    """The prepared entry of a statement the log signed; `message` is the PAE it signed."""
     data = envelope_bytes(payload, keyid, sig)
-    content = hashlib.sha256(pae(IN_TOTO_PAYLOAD_TYPE, payload)).digest()
+    content = hashlib.sha256(message).digest()
     return Prepared(data, leaf_hash(data), content, (keyid,), metadata, where)
 
 
@@ -217,10 +219,11 @@ def prepare_statements(
 ) -> list[Prepared]:
     """Checks, canonicalises and signs statements (signatures on every core)."""
     checked = check_statements(statements, labels)
-    sigs = map_chunked(signer.sign, [pae(IN_TOTO_PAYLOAD_TYPE, p) for p, _, _ in checked])
+    messages = [pae(IN_TOTO_PAYLOAD_TYPE, p) for p, _, _ in checked]
+    sigs = map_chunked(signer.sign, messages)
     return [
-        _signed(payload, metadata, signer.keyid, sig, where)
-        for (payload, metadata, where), sig in zip(checked, sigs, strict=True)
+        _signed(payload, message, metadata, signer.keyid, sig, where)
+        for (payload, metadata, where), message, sig in zip(checked, messages, sigs, strict=True)
     ]
 
 
@@ -547,7 +550,7 @@ class Store:
             rows = _Rows(self._right_edge(conn, size))
             helper = self._signing_process(signer)
             chunks = sign_chunks(len(statements))
-            sent: deque[list[tuple[bytes, Metadata, str]]] = deque()
+            sent: deque[tuple[list[tuple[bytes, Metadata, str]], list[bytes]]] = deque()
 
             def send(chunk: range) -> None:
                 start, end = chunk.start, chunk.stop
@@ -555,8 +558,9 @@ class Store:
                 for offset, (_, metadata, where) in enumerate(checked):
                     kind = metadata.predicate_type
                     _check_signer(trust, signer.keyid, size + start + offset, kind, where)
-                helper.submit([pae(IN_TOTO_PAYLOAD_TYPE, payload) for payload, _, _ in checked])
-                sent.append(checked)
+                messages = [pae(IN_TOTO_PAYLOAD_TYPE, payload) for payload, _, _ in checked]
+                helper.submit(messages)
+                sent.append((checked, messages))
 
             try:
                 for chunk in chunks[:_CHUNKS_AHEAD]:
@@ -567,9 +571,9 @@ class Store:
                         send(chunks[k + _CHUNKS_AHEAD])
                     rows.add(
                         [
-                            _signed(payload, metadata, signer.keyid, sig, where)
-                            for (payload, metadata, where), sig in zip(
-                                sent.popleft(), sigs, strict=True
+                            _signed(payload, message, metadata, signer.keyid, sig, where)
+                            for ((payload, metadata, where), message), sig in zip(
+                                zip(*sent.popleft(), strict=True), sigs, strict=True
                             )
                         ]
                     )

@@ -152,7 +152,10 @@ def test_replays_in_a_batch_are_refused_and_the_rest_go_in_as_one_batch(
     for position, index in ((2, before[0]), (5, before[1])):
         replay = answers[position]
         assert isinstance(replay, DuplicateEntry) and replay.index == index
-        assert str(replay) == f"envelope is already in the log at entry {index}: nothing appended"
+        assert str(replay) == (
+            f"envelope is already in the log at entry {index} (the same signed statement): "
+            "nothing appended"
+        )
     logged = [a for i, a in enumerate(answers) if i not in (2, 5)]
     assert all(isinstance(a, Logged) for a in logged)
     # the six queued: refused as a batch once, then the four fresh ones in one batch

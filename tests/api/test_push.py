@@ -273,7 +273,8 @@ def test_annex_append_of_an_envelope_the_log_holds(rig: Rig, tmp_path: Path) -> 
     for name, label in (("one.json", "one.json"), ("both.jsonl", "both.jsonl line 1")):
         again = annex.fast("append", tmp_path / name)
         assert again.code == 2, again.out
-        assert f"{label} is already in the log at entry {index}: nothing appended" in again.err
+        said = f"{label} is already in the log at entry {index} (the same signed statement)"
+        assert said in again.err
     assert log_size(home.path) == size
 
 
