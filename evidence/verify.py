@@ -10,6 +10,7 @@ while the main thread keeps reading. The first bad entry is named in the error.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, and_, func, select, union_all
 
 from evidence import lookup
-from evidence.dsse import Envelope, content_hash, pae, verify_envelope
+from evidence.dsse import Envelope, pae, verify_envelope
 from evidence.entry import Metadata, Subject, rfc3339, statement_metadata
 from evidence.errors import AnnexError, InputError, VerificationError
 from evidence.keys import EntryKey, TrustIndex, keyid_of
@@ -253,10 +254,11 @@ class _LogWalk:
             raise _bad(index, "its leaf hash differs from the tree's (rewritten or moved)")
         envelope, statement = _parse(index, row.envelope)
         derived = self._check_metadata(index, row, statement)
+        message = pae(envelope.payload_type, envelope.payload)  # signed; its SHA-256 is the content
         if self.lookup is not None:
-            self._check_lookup(index, envelope, derived)
+            self._check_lookup(index, hashlib.sha256(message).digest(), derived)
         self.batch_times.append((index, row.logged_at_us))
-        self._queue_signatures(index, row.keyid, envelope, row.predicate_type, sigs)
+        self._queue_signatures(index, row.keyid, envelope, message, row.predicate_type, sigs)
         for node, h in self.tree.append(leaf)[1:]:
             stored = self.nodes.next_or_none()
             if stored is None or (stored.level, stored.idx) != (node.level, node.index):
@@ -265,15 +267,13 @@ class _LogWalk:
                 raise _bad(node.start, f"stored tree node {node} does not match the entries")
         self._checkpoints_at(self.tree.size, sigs)
 
-    def _check_lookup(self, index: int, envelope: Envelope, derived: Metadata) -> None:
+    def _check_lookup(self, index: int, content: bytes, derived: Metadata) -> None:
         """The lookup rows of the entry are exactly those its statement gives: a row deleted
         would hide the entry from the gate and the reports, one added would show it twice."""
         assert self.lookup is not None
         rows, with_content = self.lookup
         expected: list[tuple[int, int, int]] = []
-        lookup.entry_keys(
-            index, content_hash(envelope), (s.digest for s in derived.subjects), expected
-        )
+        lookup.entry_keys(index, content, (s.digest for s in derived.subjects), expected)
         want = {(k, key) for k, key, _ in expected if with_content or k != lookup.CONTENT}
         stored = set()
         while (r := rows.peek()) is not None and r.idx <= index:
@@ -310,10 +310,15 @@ class _LogWalk:
         return derived
 
     def _queue_signatures(
-        self, index: int, keyid: str, envelope: Envelope, kind: str, sigs: _Signatures
+        self,
+        index: int,
+        keyid: str,
+        envelope: Envelope,
+        message: bytes,
+        kind: str,
+        sigs: _Signatures,
     ) -> None:
         """Every signature must be by a key that may sign `kind` at `index`, and verify."""
-        message = pae(envelope.payload_type, envelope.payload)
         for s in envelope.signatures:
             try:
                 key = self.trust.entry_signer(s.keyid, index, kind)
