@@ -9,7 +9,6 @@ Forgeries written into the database directly are in tests/evidence/test_forgerie
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.auth import TokenFile
 from api.demo_model import write_base_model
-from collectors.incidents import OpenRequest, active_holds, open_incident
+from collectors.incidents import active_holds
 from evidence.canonical import canonical_bytes
 from evidence.dsse import sign_envelope
 from evidence.home import Home, active_key
@@ -32,8 +31,8 @@ from reports.gate import Requirement, Verdict, directory_kind, run_gate
 from reports.requirements import EvalResult, Signed
 from schemas.authority import ANNEX_PREDICATES, LOG_ONLY, NOT_BY_LOG
 from schemas.gpu import GPU_INVENTORY
-from schemas.incident import IncidentCategory, IncidentPredicate
 from schemas.model import MODEL_RELEASE, ModelReleasePredicate
+from tests.evidence.forge import held_incident_and_its_close
 from tests.reports.gate_helpers import NOW, ago, eval_run, manifest_of, release
 
 ORIGIN = "test.example/log"
@@ -147,13 +146,7 @@ def test_an_eval_claim_by_a_gpu_inventory_collector_is_refused(
 
 def test_a_collector_signed_close_leaves_the_legal_hold(service: Service) -> None:
     with service.home.open_store(write=True) as store:
-        request = OpenRequest(
-            system="chat-prod", category=IncidentCategory.DEATH, aware_at=NOW, incident_id="inc-1"
-        )
-        opened, _ = open_incident(store, request, now=NOW)
-        close = copy.deepcopy(store.get(opened).statement)
-    close["predicate"].update(action="close", legalHold=False, openedEntry=opened)
-    IncidentPredicate.model_validate(close["predicate"])  # a close as Annex itself writes one
+        opened, close = held_incident_and_its_close(store, NOW)
     before = service.size()
     for node in (service.gpu_node, service.wide_node):
         answer = service.post(sign_envelope(canonical_bytes(close), node))

@@ -10,19 +10,24 @@ a verifier that fails on them fails because of who signed, never because a row i
 
 from __future__ import annotations
 
+import copy
 import json
 import sqlite3
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, select
 
+from collectors.incidents import OpenRequest, open_incident
 from evidence import lookup
 from evidence.dsse import Envelope, content_hash
 from evidence.entry import statement_metadata
 from evidence.merkle import CompactRange, leaf_hash
 from evidence.note import Checkpoint, NoteSigner, sign_checkpoint
+from evidence.store import Store
 from evidence.tables import (
     checkpoints,
     entries,
@@ -32,6 +37,7 @@ from evidence.tables import (
     nodes,
     subjects,
 )
+from schemas.incident import IncidentCategory, IncidentPredicate
 
 
 def copy_database(source: Path, target: Path) -> str:
@@ -121,3 +127,17 @@ def forge_append(
     finally:
         engine.dispose()
     return range(first, first + len(envelopes))
+
+
+def held_incident_and_its_close(store: Store, now: datetime) -> tuple[int, dict[str, Any]]:
+    """Opens an incident with a legal hold (the log signs it) and returns its entry and the
+    statement of a close that releases the hold, as Annex itself would write one: what an
+    attacker then signs with a key that may not sign incidents."""
+    request = OpenRequest(
+        system="chat-prod", category=IncidentCategory.DEATH, aware_at=now, incident_id="inc-1"
+    )
+    opened, _ = open_incident(store, request, now=now)
+    close = copy.deepcopy(store.get(opened).statement)
+    close["predicate"].update(action="close", legalHold=False, openedEntry=opened)
+    IncidentPredicate.model_validate(close["predicate"])
+    return opened, close

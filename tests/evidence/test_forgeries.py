@@ -10,7 +10,6 @@ Refusals at the REST API are in tests/api/test_authority_api.py.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import pytest
 
 from api.demo_model import write_base_model
 from collectors.erasure import refuse_under_hold
-from collectors.incidents import OpenRequest, active_holds, open_incident
+from collectors.incidents import active_holds
 from evidence.canonical import canonical_bytes
 from evidence.dsse import Envelope, sign_envelope
 from evidence.errors import InputError, VerificationError
@@ -36,11 +35,10 @@ from reports.gate import Verdict, directory_kind, run_gate
 from reports.render import BUNDLE_NAME, Attachment, render_pdf
 from reports.requirements import Signed
 from schemas.gpu import GPU_INVENTORY
-from schemas.incident import IncidentCategory, IncidentPredicate
 from schemas.model import MODEL_RELEASE, ModelReleasePredicate
 from schemas.policy import EVAL_RUN
 from tests.conftest import statement
-from tests.evidence.forge import forge_append
+from tests.evidence.forge import forge_append, held_incident_and_its_close
 from tests.reports.gate_helpers import NOW, ago, manifest_of, release
 from tests.reports.test_render import make_document
 
@@ -205,13 +203,7 @@ def forged_close(rig: Rig) -> tuple[int, Envelope]:
     """An incident opened by the log with a legal hold; its close (hold released) as a collector
     writes it: the open statement with `action` close and `legalHold` false, signed by its key."""
     with rig.home.open_store(write=True) as store:
-        request = OpenRequest(
-            system="chat-prod", category=IncidentCategory.DEATH, aware_at=NOW, incident_id="inc-1"
-        )
-        opened, _ = open_incident(store, request, now=NOW)
-        made = copy.deepcopy(store.get(opened).statement)
-    made["predicate"].update(action="close", legalHold=False, openedEntry=opened)
-    IncidentPredicate.model_validate(made["predicate"])  # a close as Annex itself writes one
+        opened, made = held_incident_and_its_close(store, NOW)
     return opened, sign_envelope(canonical_bytes(made), rig.node)
 
 
