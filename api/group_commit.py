@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from evidence.dsse import Envelope
 from evidence.errors import DuplicateEntry
 from evidence.note import TlogProof
-from evidence.store import AppendResult, SignedCheckpoint
+from evidence.store import AppendResult, SignedCheckpoint, replay_refused
 
 MAX_GROUP = 256
 # How long a batch waits for more when the one before held several (concurrent clients). Without
@@ -207,5 +207,4 @@ class GroupCommit:
 
 def _replay(index: int) -> DuplicateEntry:
     """The answer to an envelope the log holds at `index`, as the store words it alone."""
-    message = f"envelope is already in the log at entry {index}: nothing appended"
-    return DuplicateEntry(message, index=index)
+    return replay_refused("envelope", index)

@@ -945,12 +945,19 @@ def _refuse_logged(conn: Connection, batch: Sequence[Prepared]) -> None:
     if found:
         first = min(found)
         index = found[first]
-        raise DuplicateEntry(
-            f"{batch[first].label} is already in the log at entry {index} (the same signed "
-            "statement): nothing appended",
-            index=index,
-            logged=found,
-        )
+        raise replay_refused(batch[first].label, index, logged=found)
+
+
+def replay_refused(
+    label: str, index: int, *, logged: dict[int, int] | None = None
+) -> DuplicateEntry:
+    """The refusal of an envelope whose signed statement entry `index` already holds."""
+    return DuplicateEntry(
+        f"{label} is already in the log at entry {index} (the same signed statement): "
+        "nothing appended",
+        index=index,
+        logged=logged,
+    )
 
 
 def log_size(conn: Connection) -> int:

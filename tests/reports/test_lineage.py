@@ -127,7 +127,9 @@ def test_a_recorded_training_run_satisfies_the_lineage_requirement(
     passed, reason, entries = judge(home, chain.adapter_dir)
     assert passed, reason
     assert entries == (chain.run,)
-    assert reason == f"training run entry {chain.run}: datasets dataset:support-tickets"
+    log_key = home.trust().trust.keys[0]
+    signer = f"signed by {log_key.name} (log key {log_key.keyid[:16]})"
+    assert reason == f"training run entry {chain.run} ({signer}): datasets dataset:support-tickets"
 
 
 def test_a_run_is_not_lineage_of_its_base_model(home: Home, tmp_path: Path) -> None:
