@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import struct
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -233,10 +235,7 @@ class _LogWalk:
                 select(checkpoints).order_by(checkpoints.c.size)
             )
         )
-        self.lookup = _lookup_rows(conn)
-        # Raised at the end: rows derived from a rewritten log differ as a consequence, and the
-        # rewrite itself (a checkpoint, a signature) is the finding to name.
-        self.lookup_error: VerificationError | None = None
+        self.lookup = _LookupSum.of(conn)
         self.checkpoint_count = 0
         self.batch_times: list[tuple[int, int]] = []
         self.last_checkpoint: str | None = None
@@ -256,7 +255,8 @@ class _LogWalk:
         derived = self._check_metadata(index, row, statement)
         message = pae(envelope.payload_type, envelope.payload)  # signed; its SHA-256 is the content
         if self.lookup is not None:
-            self._check_lookup(index, hashlib.sha256(message).digest(), derived)
+            digests = (s.digest for s in derived.subjects)
+            self.lookup.expect(index, hashlib.sha256(message).digest(), digests)
         self.batch_times.append((index, row.logged_at_us))
         self._queue_signatures(index, row.keyid, envelope, message, row.predicate_type, sigs)
         for node, h in self.tree.append(leaf)[1:]:
@@ -266,30 +266,6 @@ class _LogWalk:
             if stored.hash != h:
                 raise _bad(node.start, f"stored tree node {node} does not match the entries")
         self._checkpoints_at(self.tree.size, sigs)
-
-    def _check_lookup(self, index: int, content: bytes, derived: Metadata) -> None:
-        """The lookup rows of the entry are exactly those its statement gives: a row deleted
-        would hide the entry from the gate and the reports, one added would show it twice."""
-        assert self.lookup is not None
-        rows, with_content = self.lookup
-        expected: list[tuple[int, int, int]] = []
-        lookup.entry_keys(index, content, (s.digest for s in derived.subjects), expected)
-        want = {(k, key) for k, key, _ in expected if with_content or k != lookup.CONTENT}
-        stored = set()
-        while (r := rows.peek()) is not None and r.idx <= index:
-            rows.next_or_none()
-            if r.idx < index:
-                if self.lookup_error is None:
-                    self.lookup_error = _bad(r.idx, "lookup rows exist for an entry that does not")
-                continue
-            stored.add((r.kind, r.lookup_key))
-        if stored != want and self.lookup_error is None:
-            what = "missing from" if want - stored else "added to"
-            self.lookup_error = _bad(
-                index,
-                f"its rows in the lookup tables differ from its statement (keys {what} the "
-                "lookup): the gate and the reports would not see it as logged",
-            )
 
     def _check_metadata(self, index: int, row: Any, statement: dict[str, Any]) -> Metadata:
         try:
@@ -409,9 +385,6 @@ class _LogWalk:
         extra_subject = self.subjects.peek()
         if extra_subject is not None:
             raise _bad(extra_subject.entry_idx, "subject rows exist for an entry that does not")
-        extra_key = None if self.lookup is None else self.lookup[0].peek()
-        if extra_key is not None and self.lookup_error is None:
-            self.lookup_error = _bad(extra_key.idx, "lookup rows exist for an entry that does not")
         if self.last_checkpoint_size != size:
             first = self.last_checkpoint_size
             raise VerificationError(
@@ -419,23 +392,100 @@ class _LogWalk:
             )
 
 
-def _lookup_rows(conn: Connection) -> tuple[_Peek, bool] | None:
-    """The stored lookup rows in entry order, and whether they include content keys; None for
-    a log made before the lookup tables (its readers scan, so nothing relies on them). Rows of
-    leaf hashes, which a log's lookup held before content keys, are read by nothing."""
-    if not lookup.present(conn):
-        return None
-    with_content = lookup.has_content_keys(conn)
-    kinds = [lookup.DIGEST, lookup.CONTENT] if with_content else [lookup.DIGEST]
-    parts = [
-        select(t.c.idx, t.c.kind, t.c.lookup_key).where(t.c.kind.in_(kinds))
-        for t in (lookup_merged, lookup_recent)
-    ]
-    both = union_all(*parts).subquery()
-    rows = conn.execution_options(yield_per=5000).execute(
-        select(both).order_by(both.c.idx, both.c.kind, both.c.lookup_key)
-    )
-    return _Peek(rows), with_content
+class _LookupSum:
+    """The lookup rows the entries call for, against those stored (evidence/lookup.py).
+
+    The gate and the reports find entries through the lookup tables, so a row deleted would
+    hide an entry from them. Comparing row by row in entry order would cost a sort of the
+    tables and a fifth of verify's time; instead each side is summed as a multiset under a
+    keyed hash (BLAKE2b with a key drawn for this run, which a database writer cannot know, so
+    cannot balance a deleted row with others), and only when the sums differ does a second,
+    exact pass find the first entry whose rows differ.
+    """
+
+    def __init__(self, with_content: bool) -> None:
+        self.with_content = with_content
+        self._hash = hashlib.blake2b(digest_size=8, key=os.urandom(16))
+        self.expected = 0
+        self.rows: list[tuple[int, int, int]] = []
+
+    @classmethod
+    def of(cls, conn: Connection) -> _LookupSum | None:
+        """None for a log made before the lookup tables: its readers scan, nothing relies on
+        them. Leaf-hash rows, which a lookup held before content keys, are read by nothing."""
+        if not lookup.present(conn):
+            return None
+        return cls(lookup.has_content_keys(conn))
+
+    def _row(self, kind: int, key: int, idx: int) -> int:
+        h = self._hash.copy()
+        h.update(_ROW.pack(kind, key, idx))
+        return int.from_bytes(h.digest(), "little")
+
+    def expect(self, index: int, content: bytes, digests: Iterable[str]) -> None:
+        lookup.entry_keys(index, content, digests, self.rows)
+        for kind, key, idx in self.rows:
+            if self.with_content or kind != lookup.CONTENT:
+                self.expected += self._row(kind, key, idx)
+        self.rows.clear()
+
+    def check(self, conn: Connection) -> VerificationError | None:
+        """The first entry whose stored lookup rows differ from what it calls for, if any."""
+        stored = 0
+        rows = conn.execution_options(yield_per=5000).execute(self._stored())
+        for row in rows:
+            stored += self._row(row.kind, row.lookup_key, row.idx)
+        if stored % 2**64 == self.expected % 2**64:
+            return None
+        return self._first_difference(conn)
+
+    def _stored(self, *, ordered: bool = False) -> Any:
+        kinds = [lookup.DIGEST, lookup.CONTENT] if self.with_content else [lookup.DIGEST]
+        parts = [
+            select(t.c.idx, t.c.kind, t.c.lookup_key).where(t.c.kind.in_(kinds))
+            for t in (lookup_merged, lookup_recent)
+        ]
+        both = union_all(*parts).subquery()
+        query = select(both)
+        return query.order_by(both.c.idx, both.c.kind, both.c.lookup_key) if ordered else query
+
+    def _first_difference(self, conn: Connection) -> VerificationError:
+        """The exact pass: entries, their (verified) subject rows and the lookup rows, each in
+        entry order."""
+        stored = _Peek(conn.execution_options(yield_per=5000).execute(self._stored(ordered=True)))
+        subject_rows = _Peek(
+            conn.execution_options(yield_per=5000).execute(
+                select(subjects.c.entry_idx, subjects.c.digest).order_by(subjects.c.entry_idx)
+            )
+        )
+        ordered = select(entries.c.idx, entries.c.envelope).order_by(entries.c.idx)
+        for idx, envelope in conn.execution_options(yield_per=2000).execute(ordered):
+            digests = []
+            while (s := subject_rows.peek()) is not None and s.entry_idx == idx:
+                digests.append(subject_rows.next_or_none().digest)
+            lookup.entry_keys(idx, lookup.stored_content(idx, bytes(envelope)), digests, self.rows)
+            want = {(k, key) for k, key, _ in self.rows if self.with_content or k != lookup.CONTENT}
+            self.rows.clear()
+            found = []  # a list: a row stored twice (in both tiers) is one too many
+            while (r := stored.peek()) is not None and r.idx <= idx:
+                stored.next_or_none()
+                if r.idx < idx:
+                    return _bad(r.idx, "lookup rows exist for an entry that does not")
+                found.append((r.kind, r.lookup_key))
+            if sorted(found) != sorted(want):
+                what = "missing from" if want - set(found) else "added to"
+                return _bad(
+                    idx,
+                    f"its rows in the lookup tables differ from its statement (keys {what} the "
+                    "lookup): the gate and the reports would not see it as logged",
+                )
+        extra = stored.peek()
+        if extra is not None:
+            return _bad(extra.idx, "lookup rows exist for an entry that does not")
+        return VerificationError("the lookup tables differ from the entries")
+
+
+_ROW = struct.Struct("<bqq")
 
 
 class _Peek:
@@ -542,6 +592,7 @@ def verify_log(
                         progress(walk.tree.size, total)
                 walk.finish()
                 _no_leaves_beyond(conn, walk.tree.size)
+                lookup_error = None if walk.lookup is None else walk.lookup.check(conn)
             except VerificationError as exc:
                 sigs.drain(exc)
                 raise
@@ -550,8 +601,8 @@ def verify_log(
         progress(walk.tree.size, total)
     if pinned is not None:
         _check_pinned(pinned, pinned_root, walk.tree.size)
-    if walk.lookup_error is not None:
-        raise walk.lookup_error
+    if lookup_error is not None:  # last: a rewritten log's derived rows differ as a consequence
+        raise lookup_error
     return LogReport(
         size=walk.tree.size,
         root=walk.tree.root(),
