@@ -10,7 +10,6 @@ Forgeries written into the database directly are in tests/evidence/test_forgerie
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from schemas.authority import ANNEX_PREDICATES, LOG_ONLY, NOT_BY_LOG
 from schemas.gpu import GPU_INVENTORY
 from schemas.model import MODEL_RELEASE, ModelReleasePredicate
 from tests.evidence.forge import held_incident_and_its_close
-from tests.reports.gate_helpers import NOW, ago, eval_run, manifest_of, release
+from tests.reports.gate_helpers import NOW, ago, change_one_byte, eval_run, manifest_of, release
 
 ORIGIN = "test.example/log"
 API = "/api/v1"
@@ -83,15 +82,6 @@ def assert_refused(answer: Any, signer: Signer, short: str) -> None:
     detail = answer.json()["detail"]
     assert f"collector key {signer.keyid[:16]}" in detail
     assert f"may not sign {short} statements" in detail
-
-
-def change_one_byte(directory: Path) -> None:
-    weights = directory / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    stat = weights.stat()
-    data[-1] ^= 0x01
-    weights.write_bytes(bytes(data))
-    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def test_a_collector_signed_release_of_a_changed_model_is_refused(

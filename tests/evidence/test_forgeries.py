@@ -11,7 +11,6 @@ Refusals at the REST API are in tests/api/test_authority_api.py.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,7 +38,7 @@ from schemas.model import MODEL_RELEASE, ModelReleasePredicate
 from schemas.policy import EVAL_RUN
 from tests.conftest import statement
 from tests.evidence.forge import forge_append, held_incident_and_its_close
-from tests.reports.gate_helpers import NOW, ago, manifest_of, release
+from tests.reports.gate_helpers import NOW, ago, change_one_byte, manifest_of, release
 from tests.reports.test_render import make_document
 
 ORIGIN = "test.example/log"
@@ -152,15 +151,6 @@ def release_statement(directory: Path, keyid: str) -> dict[str, Any]:
         "predicateType": MODEL_RELEASE,
         "predicate": predicate,
     }
-
-
-def change_one_byte(directory: Path) -> None:
-    weights = directory / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    stat = weights.stat()
-    data[-1] ^= 0x01
-    weights.write_bytes(bytes(data))
-    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 def judge(home: Home, directory: Path) -> Verdict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,14 @@ def inventory(site: str, *, days: float, status: str = "ok", gpus: int = 1) -> d
     subject = statement(GPU_INVENTORY, host, predicate)
     subject["subject"][0]["name"] = f"host:{site}-node-1"
     return subject
+
+
+def change_one_byte(directory: Path) -> None:
+    """Flips the last bit of model.safetensors, keeping its size and mtime (as an attacker
+    would: the gate re-reads every byte anyway)."""
+    weights = directory / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    stat = weights.stat()
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
