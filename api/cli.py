@@ -104,7 +104,7 @@ def _load_items(text: str, source: str) -> list[tuple[str, Any]]:
     try:
         json.loads(stripped)
         one_document = True
-    except json.JSONDecodeError:
+    except ValueError:  # not one document (or not JSON at all: parse_json names why below)
         one_document = False
     if one_document:
         whole = parse_json(stripped, what=source)  # again, now refusing duplicate keys

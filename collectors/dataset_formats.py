@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from evidence.canonical import json_error
 from evidence.errors import CollectorError
 from schemas.dataset import DataFormat, FileSummary
 
@@ -129,10 +130,8 @@ def read_jsonl(path: Path, sha256: str) -> tuple[int, dict[str, str]]:
             continue  # blank lines (a trailing newline, padding) hold no record
         try:
             record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CollectorError(
-                f"{path}:{number}: not JSON: {exc.msg} (column {exc.colno})"
-            ) from None
+        except ValueError as exc:
+            raise CollectorError(f"{path}:{number}: not JSON: {json_error(exc)}") from None
         if not isinstance(record, dict):
             raise CollectorError(
                 f"{path}:{number}: a JSON Lines record must be an object, not {json_type(record)}"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from collectors.nvml import NvmlBackend, NvmlCallError, Unavailable, nvml_call, start, stop, text
+from evidence.canonical import json_error
 from evidence.entry import rfc3339
 from evidence.errors import InputError
 from evidence.keys import utc_now
@@ -73,8 +74,10 @@ def load_snapshot(path: Path) -> Snapshot:
     """A snapshot written by `annex collect energy-counters`; InputError if it is not one."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
         raise InputError(f"{path}: not an energy-counter snapshot: {exc}") from None
+    except ValueError as exc:
+        raise InputError(f"{path}: not an energy-counter snapshot: {json_error(exc)}") from None
     counters = doc.get("counters") if isinstance(doc, dict) else None
     taken = doc.get("takenAt") if isinstance(doc, dict) else None
     if not isinstance(counters, dict) or not isinstance(taken, str):

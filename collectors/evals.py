@@ -32,6 +32,7 @@ from collectors.energy import energy_between, read_counters
 from collectors.gpu import collect_gpu
 from collectors.hashing import build_manifest
 from collectors.nvml import load_pynvml
+from evidence.canonical import json_error
 from evidence.entry import rfc3339
 from evidence.errors import CollectorError, ConfigError, InputError
 from evidence.keys import utc_now
@@ -542,8 +543,10 @@ def read_samples(path: Path, *, default_task: str | None) -> dict[str, list[dict
             continue
         try:
             sample = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"--samples {path}: line {number}: not JSON: {exc.msg}") from None
+        except ValueError as exc:
+            raise InputError(
+                f"--samples {path}: line {number}: not JSON: {json_error(exc)}"
+            ) from None
         if not isinstance(sample, dict):
             raise InputError(f"--samples {path}: line {number}: not a JSON object")
         task = sample.pop("task", None) or default_task
@@ -562,8 +565,10 @@ def read_results(path: Path) -> dict[str, Any]:
     """An lm-eval results JSON; InputError naming the file and field when it is not one."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
         raise InputError(f"{path}: not a readable JSON file: {exc}") from None
+    except ValueError as exc:
+        raise InputError(f"{path}: not a readable JSON file: {json_error(exc)}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("results"), dict) or not raw["results"]:
         raise InputError(f"{path}: not an lm-eval results file: no `results` object of tasks")
     if not ("versions" in raw or "configs" in raw or "lm_eval_version" in raw):

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from evidence.canonical import canonical_bytes
+from evidence.canonical import canonical_bytes, json_error
 from evidence.entry import Entry, rfc3339
 from evidence.errors import ConfigError, InputError
 from evidence.files import file_sha256
@@ -132,8 +132,10 @@ def load_deadline_table(path: Path) -> DeadlineTable:
         return deadline_table()
     try:
         loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot read incident deadlines {path}: {exc}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"cannot read incident deadlines {path}: {json_error(exc)}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: incident deadlines must be a JSON object {{category: days}}")
     return deadline_table(loaded, where=f"{path}: ")

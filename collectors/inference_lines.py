@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from evidence.canonical import SAFE_INT, canonical_bytes, fast_canonical
+from evidence.canonical import SAFE_INT, canonical_bytes, fast_canonical, json_error
 from evidence.errors import CollectorError, InputError
 
 CONTENT_FIELDS = frozenset({"messages", "prompt", "response"})
@@ -135,8 +135,8 @@ class LineDecoder:
             if end != len(text) and (end != len(text) - 1 or text[end] != "\n"):
                 try:
                     obj = self._decoder.decode(text)
-                except json.JSONDecodeError as exc:
-                    raise _fail(where, number, f"not valid JSON: {exc.msg}") from None
+                except ValueError as exc:  # a JSONDecodeError, or a number past the digit limit
+                    raise _fail(where, number, f"not valid JSON: {json_error(exc)}") from None
         except _NotJsonNumber as exc:
             raise _fail(where, number, f"not valid JSON: {exc}") from None
         except RecursionError:

@@ -152,7 +152,7 @@ def read_hyperparameters(path: Path) -> dict[str, Any]:
         raise InputError(f"cannot read the hyperparameters {path}: {exc}") from None
     try:
         doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+    except (ValueError, yaml.YAMLError) as exc:
         raise InputError(
             f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
         ) from None

@@ -88,7 +88,18 @@ def parse_json(data: bytes | str, *, what: str) -> Any:
         return json.loads(data, object_pairs_hook=no_duplicates)
     except InputError:
         raise
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{what} is not valid JSON: {exc}") from exc
+    except ValueError as exc:  # bad JSON, bad UTF-8, or a number past Python's digit limit
+        raise InputError(f"{what} is not valid JSON: {json_error(exc)}") from None
     except RecursionError:
         raise InputError(f"{what} is nested too deeply to be evidence") from None
+
+
+def json_error(exc: ValueError) -> str:
+    """What is wrong with text that `json.loads` refused, in a few words.
+
+    Besides malformed JSON and bad UTF-8, `json.loads` refuses an integer of more digits than
+    Python converts (4,300): a plain ValueError, which callers that catch only JSONDecodeError
+    let escape as a traceback."""
+    if "integer string conversion" in str(exc):
+        return "a number has more digits than Annex reads (4,300 at most)"
+    return str(exc)
