@@ -43,7 +43,7 @@ from evidence.keys import (
     public_pem,
 )
 from evidence.note import TlogProof
-from evidence.store import Store
+from evidence.store import Store, check_position
 from evidence.verify import verify_entry, verify_log
 from schemas import authority
 from schemas.trust import TrustedKey
@@ -272,6 +272,9 @@ def log_export(
 
     With --json, one document {"entries": [...]} instead of one line an entry.
     """
+    check_position(start, "--from")
+    if end is not None and check_position(end, "--to") < start:
+        raise InputError(f"--to {end} is before --from {start}: no entry lies between")
     with open_home(home).open_store() as store:
         stop = None if end is None else end + 1
         records = (

@@ -651,6 +651,7 @@ class Store:
             return log_size(conn)
 
     def get(self, index: int) -> Entry:
+        check_position(index, "entry")
         found = self._entries(entries.c.idx == index, limit=1)
         if not found:
             raise InputError(f"no entry {index}: the log holds {self.size()} entries")
@@ -689,7 +690,7 @@ class Store:
                 us = to_us(bound)
                 conds.append(column >= us if op == "ge" else column < us)
         if after is not None:
-            conds.append(entries.c.idx > after)
+            conds.append(entries.c.idx > check_position(after, "cursor", low=-1))
         return self._entries(and_(True, *conds), limit=limit)
 
     def _entries(self, where: Any, *, limit: int) -> list[Entry]:
@@ -723,6 +724,9 @@ class Store:
 
     def export(self, start: int = 0, end: int | None = None) -> Iterable[tuple[int, bytes, bytes]]:
         """(index, envelope bytes, leaf hash) for start <= index < end, streamed."""
+        check_position(start, "the first entry")
+        if end is not None and check_position(end, "the end") < start:
+            raise InputError(f"the end ({end}) is before the first entry ({start})")
         cond = entries.c.idx >= start
         if end is not None:
             cond = and_(cond, entries.c.idx < end)
@@ -746,6 +750,8 @@ class Store:
 
     def _checkpoint(self, conn: Connection, size: int | None) -> SignedCheckpoint:
         query = select(checkpoints)
+        if size is not None:
+            check_position(size, "tree size")
         if size is None:
             query = query.order_by(checkpoints.c.size.desc()).limit(1)
         else:
@@ -793,6 +799,9 @@ class Store:
         return proofs
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> ConsistencyProof:
+        check_position(old_size, "old size")
+        if new_size is not None:
+            check_position(new_size, "new size")
         with self.engine.connect() as conn:
             size = log_size(conn)
             new = size if new_size is None else new_size
@@ -805,6 +814,7 @@ class Store:
         return ConsistencyProof(old_size, new, old_root, new_root, tuple(hashes))
 
     def root(self, size: int) -> bytes:
+        check_position(size, "tree size")
         with self.engine.connect() as conn:
             return self._range_hashes(conn, [(0, size)])[0]
 
@@ -958,6 +968,17 @@ def replay_refused(
         index=index,
         logged=logged,
     )
+
+
+MAX_POSITION = 2**63 - 2  # a BIGINT holds 2**63 - 1, and an exclusive end is one past
+
+
+def check_position(value: int, what: str, *, low: int = 0) -> int:
+    """`value` as a log position, or InputError: a number past what the databases hold would
+    otherwise reach SQL and fail there, as a traceback."""
+    if not low <= value <= MAX_POSITION:
+        raise InputError(f"{what} {value} is not a log position (0 to {MAX_POSITION})")
+    return value
 
 
 def log_size(conn: Connection) -> int:

@@ -101,3 +101,26 @@ def test_the_api_answers_4xx_to_huge_numbers_everywhere(api: Api) -> None:
         answer = api.post(path.strip(), body, scope="admin")
         assert 400 <= answer.status_code < 500, (path, answer.status_code, answer.text[:300])
     assert api.size() == size
+
+
+BIG = str(10**20)  # past a BIGINT, which both databases' positions are
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("show", BIG), f"entry {BIG} is not a log position"),
+        (("log", "proof", "1", "--tree-size", BIG), f"tree size {BIG} is not a log position"),
+        (("log", "export", "--from", BIG), f"--from {BIG} is not a log position"),
+        (("log", "export", "--to", BIG), f"--to {BIG} is not a log position"),
+        (("log", "export", "--from", "-1"), "--from -1 is not a log position"),
+        (("log", "export", "--from", "5", "--to", "2"), "--to 2 is before --from 5"),
+        (("log", "consistency", "1", BIG), f"new size {BIG} is not a log position"),
+    ],
+)
+def test_positions_past_what_a_database_holds_are_refused(
+    annex: Annex, args: tuple[str, ...], message: str
+) -> None:
+    done = annex.fast(*args)
+    assert done.code == 2, done
+    assert message in done.err and "Traceback" not in done.err
