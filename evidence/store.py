@@ -671,6 +671,13 @@ class Store:
         limit: int = 100,
     ) -> list[Entry]:
         """Entries in index order matching every given filter; `after` is the cursor."""
+        for what, text in (
+            ("predicate type", predicate_type),
+            ("subject digest", subject_digest),
+            ("subject name", subject_name),
+        ):
+            if text is not None and "\x00" in text:  # PostgreSQL refuses it, SQLite takes it
+                raise InputError(f"the {what} to search for holds a NUL character")
         conds: list[Any] = []
         if predicate_type is not None:
             conds.append(entries.c.predicate_type == predicate_type)

@@ -40,7 +40,7 @@ DIGEST_HEX_LENGTHS: dict[str, int] = {
 
 _HEX_DIGITS = "0123456789abcdef"
 _ALGORITHM = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s\x00]+")
 
 
 # The log checks every statement it signs; these checks once cost a sixth of a batched append.
@@ -78,6 +78,13 @@ class ResourceDescriptor(BaseModel):
 
     name: str = Field(min_length=1)
     digest: dict[str, str] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _no_nul(cls, name: str) -> str:
+        if "\x00" in name:  # PostgreSQL text cannot hold it; both databases must answer alike
+            raise ValueError("a subject name must not contain a NUL character")
+        return name
 
     @field_validator("digest")
     @classmethod
@@ -154,6 +161,8 @@ def known_good(
                 return None
             name, digest = subject.get("name"), subject.get("digest")
             if type(name) is not str or not name or type(digest) is not dict or not digest:
+                return None
+            if "\x00" in name:
                 return None
             if not all(type(a) is str and type(v) is str for a, v in digest.items()):
                 return None

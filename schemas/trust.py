@@ -40,7 +40,7 @@ from pydantic import (
 
 TRUST_FILE_VERSION: Literal[1] = 1
 
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S+")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s\x00]+")
 
 KeyStatus = Literal["active", "retired", "revoked"]
 KeyRole = Literal["log", "collector", "model-signing"]
