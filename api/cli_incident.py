@@ -17,6 +17,7 @@ from api.cli_base import HomeOpt, JsonOpt, app, command, open_home
 from api.cli_oversight import parse_moment
 from api.output import print_json, stdout
 from collectors.incidents import (
+    MAX_DAYS,
     Change,
     DeadlineTable,
     IncidentState,
@@ -71,7 +72,8 @@ def open_command(
         typer.Option(help="A configuration file in force; its SHA-256 is frozen (repeatable)."),
     ] = None,
     deadline_days: Annotated[
-        int | None, typer.Option(min=0, help="Days to report, instead of the category's.")
+        int | None,
+        typer.Option(min=0, max=MAX_DAYS, help="Days to report, instead of the category's."),
     ] = None,
     legal_hold: Annotated[
         bool, typer.Option(help="Hold evidence from erasure until the incident is closed.")

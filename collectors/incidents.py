@@ -45,6 +45,7 @@ from schemas.model import MODEL_MANIFEST, MODEL_RELEASE
 from schemas.statement import STATEMENT_TYPE, parse_timestamp
 
 __all__ = [
+    "MAX_DAYS",
     "DeadlineTable",
     "Hold",
     "IncidentState",
@@ -61,6 +62,7 @@ __all__ = [
 ]
 
 DeadlineTable = Mapping[IncidentCategory, int]
+MAX_DAYS = 3650  # a deadline of ten years is already no deadline; more overflows the date
 _PAGE = 500
 
 
@@ -120,8 +122,10 @@ def deadline_table(overrides: Mapping[str, Any] | None = None, *, where: str = "
         except ValueError:
             known = ", ".join(c.value for c in IncidentCategory)
             raise ConfigError(f"{where}unknown incident category {name!r} ({known})") from None
-        if isinstance(days, bool) or not isinstance(days, int) or days < 0:
-            raise ConfigError(f"{where}{name}: days must be a whole number >= 0, not {days!r}")
+        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= MAX_DAYS:
+            raise ConfigError(
+                f"{where}{name}: days must be a whole number from 0 to {MAX_DAYS}, not {days!r}"
+            )
         table[category] = days
     return table
 
@@ -312,6 +316,8 @@ def open_incident(
         raise InputError(f"--aware-at {rfc3339(request.aware_at)} is in the future")
     incident_id = request.incident_id or _new_id(now)
     days = request.deadline_days
+    if days is not None and not 0 <= days <= MAX_DAYS:
+        raise InputError(f"--deadline-days {days}: a deadline is 0 to {MAX_DAYS} days")
     if days is None:
         days = (table or DEFAULT_DEADLINE_DAYS)[request.category]
     snapshot = take_snapshot(store, configs)

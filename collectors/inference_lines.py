@@ -14,7 +14,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +182,8 @@ def _check(obj: dict[str, Any], where: Path, number: int, stats: Stats) -> str |
         moment = when.timestamp()
     else:
         moment = _created(obj, where, number)
+    if not _EARLIEST <= moment <= _LATEST:
+        raise _fail(where, number, "its time lies outside the years 1 to 9999 (UTC)")
     if moment < stats.first:
         stats.first = moment
     if moment > stats.last:
@@ -214,8 +216,15 @@ def _check(obj: dict[str, Any], where: Path, number: int, stats: Stats) -> str |
     return caller or None
 
 
+# The times a line may carry, as epoch seconds: what Python's datetime holds, in UTC.
+_EARLIEST = datetime(1, 1, 2, tzinfo=UTC).timestamp()
+_LATEST = datetime(9999, 12, 30, tzinfo=UTC).timestamp()
+
+
 def _created(obj: dict[str, Any], where: Path, number: int) -> float:
     created = obj.get("created")
+    if type(created) is int and not _EARLIEST <= created <= _LATEST:
+        return _LATEST + 1  # past float's range, even: refused by the caller, naming the line
     if type(created) is int or type(created) is float:
         return float(created)
     raise _fail(where, number, "missing required field timestamp (RFC 3339) or created (epoch)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -63,6 +63,10 @@ def parse_timestamp(value: str) -> datetime:
         raise ValueError(f"{value!r} is not an RFC 3339 timestamp") from exc
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {value!r} has no UTC offset")
+    try:
+        moment.astimezone(UTC)  # year 1 at +14:00, say, is no time in UTC
+    except OverflowError:
+        raise ValueError(f"timestamp {value!r} lies outside the years 1 to 9999 in UTC") from None
     return moment
 
 

@@ -124,3 +124,20 @@ def test_positions_past_what_a_database_holds_are_refused(
     done = annex.fast(*args)
     assert done.code == 2, done
     assert message in done.err and "Traceback" not in done.err
+
+
+def test_times_outside_what_utc_holds_are_refused(
+    annex: Annex, fresh: Path, template: Template, tmp_path: Path
+) -> None:
+    """Year 1 at +14:00 is no moment in UTC, and a deadline of millions of days overflows."""
+    early = statement(1, observed="0001-01-01T00:00:00+14:00")
+    (tmp_path / "early.json").write_text(json.dumps(early))
+    done = annex.fast("append", tmp_path / "early.json")
+    assert done.code == 2, done
+    assert "lies outside the years 1 to 9999 in UTC" in done.err
+    late = annex.fast(
+        "incident", "open", "--system", "x", "--category", "death", "--deadline-days", "3000000"
+    )
+    assert late.code == 2, late
+    assert "--deadline-days" in late.err and "Traceback" not in late.err
+    assert log_size(fresh) == template.size

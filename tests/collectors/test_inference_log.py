@@ -196,6 +196,16 @@ def test_same_file_twice_is_recognised(rig: Rig, tmp_path: Path) -> None:
         (json.dumps({"created": 1, "id": "r"}), "line 3: missing required field model"),
         (json.dumps({"created": 1, "id": "r", "model": "m", "latency_ms": "fast"}), "latency_ms"),
         (json.dumps({"created": 1, "id": "r", "model": "m", "user": 42}), "user must be a string"),
+        (json.dumps({"created": -1e15, "id": "r", "model": "m"}), "line 3: its time lies outside"),
+        (
+            json.dumps({"created": 10**400, "id": "r", "model": "m"}),
+            "line 3: its time lies outside",
+        ),
+        (
+            json.dumps({"timestamp": "0001-01-01T00:00:00+14:00", "id": "r", "model": "m"}),
+            "line 3: its time lies outside the years 1 to 9999",
+        ),
+        ('{"created": 1, "id": "r", "model": "m", "n": ' + "9" * 5000 + "}", "more digits"),
     ],
 )
 def test_bad_line_names_its_number_and_appends_nothing(
