@@ -143,6 +143,12 @@ class LineDecoder:
             raise _fail(where, number, "nested too deeply") from None
         if not isinstance(obj, dict):
             raise _fail(where, number, "not a JSON object")
+        if b"\\u" in raw:  # only an escape can make a lone surrogate, which is no text
+            try:
+                json.dumps(obj, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                why = "holds an unpaired surrogate (\\ud800-\\udfff): not text"
+                raise _fail(where, number, why) from None
         return obj
 
 

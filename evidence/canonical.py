@@ -85,13 +85,22 @@ def parse_json(data: bytes | str, *, what: str) -> Any:
         return obj
 
     try:
-        return json.loads(data, object_pairs_hook=no_duplicates)
+        value = json.loads(data, object_pairs_hook=no_duplicates)
     except InputError:
         raise
     except ValueError as exc:  # bad JSON, bad UTF-8, or a number past Python's digit limit
         raise InputError(f"{what} is not valid JSON: {json_error(exc)}") from None
     except RecursionError:
         raise InputError(f"{what} is nested too deeply to be evidence") from None
+    escaped = b"\\u" in data if isinstance(data, bytes) else "\\u" in data
+    if escaped:  # only an escape can make a lone surrogate, which is no text
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(
+                f"{what} holds an unpaired surrogate (\\ud800-\\udfff): not text"
+            ) from None
+    return value
 
 
 def json_error(exc: ValueError) -> str:

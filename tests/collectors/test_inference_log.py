@@ -206,6 +206,7 @@ def test_same_file_twice_is_recognised(rig: Rig, tmp_path: Path) -> None:
             "line 3: its time lies outside the years 1 to 9999",
         ),
         ('{"created": 1, "id": "r", "model": "m", "n": ' + "9" * 5000 + "}", "more digits"),
+        ('{"created": 1, "id": "r", "model": "m", "user": "\\ud800x"}', "unpaired surrogate"),
     ],
 )
 def test_bad_line_names_its_number_and_appends_nothing(
