@@ -604,7 +604,8 @@ def add_gate(router: APIRouter) -> None:
     )
     async def post_gate(request: Request, stores: StoresDep) -> dict[str, Any]:
         body = _parse(GateRequest, await read_body(request), "body")
-        requirement, label = gate_requirement(body.policy)
+        # YAML is parsed off the event loop: other requests go on meanwhile
+        requirement, label = await run_in_threadpool(gate_requirement, body.policy)
 
         def run() -> dict[str, Any]:
             return judge(stores.read(), stores.home.trust(), body, requirement, label)

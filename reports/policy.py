@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from evidence.errors import InputError
 from reports.gate import AllOf, AnyOf, Requirement
 from reports.requirements import EvalResult, GpuInventory, Lineage, Signed
-from schemas.policy import DEFAULT_POLICY, Policy
+from schemas.policy import DEFAULT_POLICY, MAX_DEPTH, MAX_POLICY_BYTES, MAX_REQUIREMENTS, Policy
 from schemas.policy import Requirement as RequirementNode
 
 
@@ -38,6 +38,8 @@ class _StrictLoader(yaml.SafeLoader):  # type: ignore[misc]
 
 def parse_policy(text: str, *, source: str) -> Policy:
     """Parses policy YAML; `source` names it in errors (usually the file's path)."""
+    if len(text) > MAX_POLICY_BYTES:
+        raise InputError(f"{source}: a policy is at most {MAX_POLICY_BYTES} characters")
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
@@ -46,13 +48,38 @@ def parse_policy(text: str, *, source: str) -> Policy:
         raise InputError(f"{source}: not valid YAML: {where}{exc.problem}") from None
     except yaml.YAMLError as exc:
         raise InputError(f"{source}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise InputError(f"{source}: nested too deeply to be a policy") from None
     if data is None:
         raise InputError(f"{source}: the policy is empty (it needs `version: 1` and `require:`)")
+    _check_shape(data, source)
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InputError(f"{source}: {_path(first['loc'])}: {first['msg']}") from None
+    except RecursionError:
+        raise InputError(f"{source}: nested too deeply to be a policy") from None
+
+
+def _check_shape(data: Any, source: str) -> None:
+    """At most MAX_REQUIREMENTS requirements, all_of/any_of at most MAX_DEPTH deep: counted on
+    the parsed YAML, before the model is built, so a hostile policy costs nothing more."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(data.get("require") if isinstance(data, dict) else None, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        count += 1
+        if count > MAX_REQUIREMENTS:
+            raise InputError(f"{source}: more than {MAX_REQUIREMENTS} requirements")
+        if depth > MAX_DEPTH:
+            raise InputError(f"{source}: all_of/any_of nested more than {MAX_DEPTH} deep")
+        for key in ("all_of", "any_of"):
+            children = node.get(key)
+            if isinstance(children, list):
+                stack.extend((child, depth + 1) for child in children)
 
 
 def load_policy(path: Path) -> Policy:

@@ -59,6 +59,14 @@ class _Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# Bounds that keep a policy a policy: ages a date can be computed from, and a size whose
+# evaluation takes no noticeable time (a hostile policy is cut off here, not after minutes).
+MAX_AGE_DAYS = 36500
+MAX_POLICY_BYTES = 64 << 10
+MAX_REQUIREMENTS = 256
+MAX_DEPTH = 16
+
+
 class SignedSpec(_Spec):
     """A release of these exact files: logged, proven, by a trusted, unrevoked model-signing key.
 
@@ -74,9 +82,9 @@ class EvalSpec(_Spec):
 
     task: str = Field(min_length=1)
     metric: str = Field(min_length=1)
-    min: float | None = None
-    max: float | None = None
-    max_age_days: float | None = Field(default=None, gt=0)
+    min: float | None = Field(default=None, allow_inf_nan=False)
+    max: float | None = Field(default=None, allow_inf_nan=False)
+    max_age_days: float | None = Field(default=None, gt=0, le=MAX_AGE_DAYS)
 
     @model_validator(mode="after")
     def _bounded(self) -> EvalSpec:
@@ -91,14 +99,14 @@ class GpuInventorySpec(_Spec):
     """A GPU inventory (status ok, at least `min_devices`) of a site, no older than N days."""
 
     site: str | None = Field(default=None, min_length=1)
-    max_age_days: float = Field(gt=0)
-    min_devices: int = Field(default=1, ge=1)
+    max_age_days: float = Field(gt=0, le=MAX_AGE_DAYS)
+    min_devices: int = Field(default=1, ge=1, le=1_000_000)
 
 
 class LineageSpec(_Spec):
     """Lineage evidence naming the datasets that went into this model or adapter."""
 
-    max_age_days: float | None = Field(default=None, gt=0)
+    max_age_days: float | None = Field(default=None, gt=0, le=MAX_AGE_DAYS)
 
 
 class Requirement(BaseModel):

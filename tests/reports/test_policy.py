@@ -127,3 +127,37 @@ def test_eval_contract_reads_numbers_only() -> None:
     assert run.metric("mmlu", "alias") is None
     assert run.metric("flag", "acc,none") is None
     assert run.metric("hellaswag", "acc,none") is None
+
+
+def _nested(depth: int) -> str:
+    text = "signed: {}"
+    for _ in range(depth):
+        text = f"all_of: [{{{text}}}]"
+    return f"version: 1\nrequire: {{{text}}}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (_nested(20), "all_of/any_of nested more than 16 deep"),
+        ("version: 1\nrequire:\n  " + "[" * 5000 + "]" * 5000 + "\n", "policy.yaml:"),
+        (
+            "version: 1\nrequire:\n  all_of:\n" + "    - signed: {}\n" * 300,
+            "more than 256 requirements",
+        ),
+        ("version: 1\nrequire: {lineage: {max_age_days: 1e400}}\n", "max_age_days"),
+        ("version: 1\nrequire: {gpu_inventory: {max_age_days: 99999999}}\n", "max_age_days"),
+        ("version: 1\nrequire: {eval: {task: t, metric: m, min: .inf}}\n", "eval.min"),
+        ("version: 1\n# " + "x" * 70000 + "\nrequire: {signed: {}}\n", "at most 65536"),
+    ],
+)
+def test_a_hostile_policy_is_refused_before_it_costs(text: str, message: str) -> None:
+    """Deep nesting, thousands of requirements, numbers no date survives: refused at parse,
+    naming the policy, never a RecursionError or an OverflowError later in the gate."""
+    with pytest.raises(InputError, match=message):
+        parse_policy(text, source="policy.yaml")
+
+
+def test_a_policy_at_the_bounds_is_accepted() -> None:
+    policy = parse_policy(_nested(15), source="policy.yaml")
+    assert isinstance(requirement_of(policy.require), AllOf)
