@@ -24,6 +24,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, and_, func, select, union_all
+from sqlalchemy.exc import DBAPIError
 
 from evidence import lookup
 from evidence.dsse import Envelope, pae, verify_envelope
@@ -554,7 +555,24 @@ def verify_log(
     trusted_checkpoint: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> LogReport:
-    """Verifies the whole store; returns a report or raises VerificationError."""
+    """Verifies the whole store; returns a report or raises VerificationError.
+
+    A database that cannot even be read as a log (a table dropped, a value of the wrong type or
+    not UTF-8) fails verification too, naming what the database said: it is not the log.
+    """
+    try:
+        return _verify_log(store, trust, trusted_checkpoint, progress)
+    except (DBAPIError, UnicodeDecodeError, TypeError, OverflowError) as exc:
+        why = exc.orig if isinstance(exc, DBAPIError) else exc
+        raise VerificationError(f"the database cannot be read as an Annex log: {why}") from None
+
+
+def _verify_log(
+    store: Store,
+    trust: TrustIndex,
+    trusted_checkpoint: str | None,
+    progress: Callable[[int, int], None] | None,
+) -> LogReport:
     pinned = (
         None
         if trusted_checkpoint is None

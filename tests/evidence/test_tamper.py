@@ -923,3 +923,28 @@ def test_triggers_refuse_update_delete_and_truncate(store: Store) -> None:
     store.append([_evidence(3)])  # appending still works
     assert store.keys is not None
     verify_log(store, store.keys.trust())
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("DROP TABLE subjects", "no such table: subjects"),
+        ("DROP TABLE tree_nodes", "no such table"),
+        ("UPDATE entries SET keyid = X'ff00fe' WHERE idx = 1", "entry 1"),
+        ("UPDATE entries SET observed_at_us = 'soon' WHERE idx = 2", "entry 2"),
+    ],
+)
+def test_a_damaged_database_fails_verification_naming_the_damage(
+    sqlite_log: SqliteLog, tampered: Callable[[], tuple[str, Engine]], damage: str, message: str
+) -> None:
+    """A table dropped, a value of the wrong type or not UTF-8: a verification failure that
+    says what the database said, never a traceback."""
+    url, engine = tampered()
+    with engine.begin() as conn:
+        conn.execute(text(damage))
+    store = Store.open(url)
+    try:
+        with pytest.raises(VerificationError, match=message):
+            verify_log(store, sqlite_log.trust)
+    finally:
+        store.close()
