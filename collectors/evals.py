@@ -85,6 +85,23 @@ def _manifest(path: Path, what: str) -> Manifest:
     return build_manifest(path)
 
 
+def check_device(device: str) -> None:
+    """InputError for a CUDA device this host does not have: torch would otherwise fail deep
+    in lm-eval with an AssertionError ("Torch not compiled with CUDA enabled")."""
+    if not device.startswith("cuda"):
+        return
+    import torch  # lm-eval's own dependency, already imported by now
+
+    if not torch.cuda.is_available():
+        why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU"
+        raise InputError(f"--device {device}: no CUDA device on this host ({why}); use cpu")
+    index = device.partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        raise InputError(
+            f"--device {device}: this host has {torch.cuda.device_count()} CUDA device(s)"
+        )
+
+
 def run_eval(
     model_dir: Path,
     *,
@@ -104,6 +121,7 @@ def run_eval(
         raise InputError("--tasks: name at least one task")
     require_backend(backend)
     lm_eval, task_manager_class = _lm_eval()
+    check_device(device)
     before = _manifest(model_dir, "--model")
     adapter_before = None if adapter_dir is None else _manifest(adapter_dir, "--adapter")
     nvml = load_pynvml()

@@ -327,3 +327,15 @@ def test_git_noise_from_child_processes_is_dropped(capfd: pytest.CaptureFixture[
     err = capfd.readouterr().err
     assert "fatal: not a git repository" not in err
     assert "kept" in err
+
+
+def test_a_cuda_device_the_host_lacks_is_named_before_lm_eval_runs() -> None:
+    from collectors.evals import check_device
+
+    torch = pytest.importorskip("torch")
+    check_device("cpu")
+    if torch.cuda.is_available():
+        pytest.skip("this host has a CUDA device")
+    for device in ("cuda", "cuda:0"):
+        with pytest.raises(InputError, match=f"--device {device}: no CUDA device on this host"):
+            check_device(device)
