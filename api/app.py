@@ -60,6 +60,7 @@ def create_app(home: Home | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(started: FastAPI) -> AsyncIterator[None]:
+        routes_reports.clean_staging(chosen, stores.read())  # what a killed server left
         yield
         jobs = getattr(started.state, "jobs", None)
         if jobs is not None:

@@ -6,7 +6,8 @@ entry, holding `<kind>-<system|all>.pdf` and, beside it, `.bundle.json` and `.re
 `annex report` writes them. A job renders into `reports/.staging/<job>/` and renames that folder
 to the entry's index once the entry is logged, so a folder named for an index only ever holds a
 complete, logged report. A failure after the PDF was written, or a crash before the rename,
-leaves the job's folder under `.staging/` for the operator. Reports whose folder is not here
+leaves the job's folder under `.staging/`; the next start moves it to its index if its report
+was logged, and removes it if not (`clean_staging`). Reports whose folder is not here
 (issued by the CLI into another folder, on another host, or caught by such a crash) are listed
 from the log with `on_server: false`.
 
@@ -153,6 +154,36 @@ class GateRequest(BaseModel):
 
 def reports_dir(home: Home) -> Path:
     return home.path / REPORTS_DIR
+
+
+def clean_staging(home: Home, store: Store) -> list[str]:
+    """At start, each folder a killed server left under `.staging/`: moved to `reports/<index>/`
+    when it holds a PDF the log records as issued (the crash came between logging and the
+    rename), else removed (nothing of it was logged). Returns what it did, a line each."""
+    staging = reports_dir(home) / STAGING
+    if not staging.is_dir():
+        return []
+    done = []
+    for folder in sorted(p for p in staging.iterdir() if p.is_dir()):
+        index = _logged_report_in(folder, store)
+        final = None if index is None else reports_dir(home) / str(index)
+        if final is not None and not final.exists():
+            os.rename(folder, final)
+            done.append(f"{folder}: report entry {index}, moved to {final}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            done.append(f"{folder}: removed (no report in it was logged)")
+    return done
+
+
+def _logged_report_in(folder: Path, store: Store) -> int | None:
+    """The REPORT entry whose subject is the SHA-256 of a PDF in `folder`, if any."""
+    for pdf in folder.glob("*.pdf"):
+        digest = hashlib.sha256(pdf.read_bytes()).hexdigest()
+        found = store.query(predicate_type=REPORT, subject_digest=f"sha256:{digest}", limit=1)
+        if found:
+            return found[0].index
+    return None
 
 
 def _safe_name(name: str) -> bool:
