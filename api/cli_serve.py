@@ -4,6 +4,7 @@ with the configuration file's sweeps on their schedules (api/sweeps/scheduler.py
 from __future__ import annotations
 
 import gc
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -16,13 +17,29 @@ from api.output import stderr
 from api.settings import get_settings
 from api.sweeps.config import SweepConfig, load_config
 from api.sweeps.runner import Boundaries
-from evidence.errors import AnnexError
+from evidence.errors import AnnexError, InputError
+
+
+def _check_address(host: str, port: int) -> None:
+    """InputError when the address cannot be listened on (in use, not this host's): uvicorn
+    would say so in its log and exit 3, which is none of Annex's exit codes."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise InputError(f"--host {host}: not an address of this host ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 @command(app, "serve")
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
     sweeps: Annotated[
         bool,
         typer.Option("--sweeps/--no-sweeps", help="Run the configuration file's sweeps."),
@@ -44,6 +61,7 @@ def serve(
     settings = get_settings(home)
     target = settings.open_home()
     target.open_store().close()  # refuse to start on a directory with no log
+    _check_address(host, port)
     path = config_path(settings, config)
     explicit = config is not None or settings.config is not None
     declared = _sweeps(path, explicit=explicit) if sweeps else _watched(path)
