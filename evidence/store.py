@@ -368,13 +368,22 @@ class Store:
     @classmethod
     def open(cls, url: str, **kwargs: Any) -> Store:
         engine = make_engine(url, read_only=kwargs.get("keys") is None)
+        no_log = f"no Annex log in {engine.url!r}: run `annex init` first"
         try:
-            with engine.connect() as conn:
+            conn = engine.connect()
+        except (OperationalError, DBAPIError) as exc:
+            engine.dispose()
+            if engine.dialect.name == "sqlite":  # no file: no log there yet
+                raise ConfigError(no_log) from exc
+            # a server that cannot be reached: no advice to create a log that may well exist
+            raise StoreError(f"cannot reach the database {engine.url!r}: {exc.orig}") from None
+        try:
+            with conn:
                 rows = {r.key: r.value for r in conn.execute(select(meta.c.key, meta.c.value))}
         except (OperationalError, DBAPIError) as exc:
-            raise ConfigError(f"no Annex log in {engine.url!r}: run `annex init` first") from exc
+            raise ConfigError(no_log) from exc
         if "origin" not in rows:
-            raise ConfigError(f"no Annex log in {engine.url!r}: run `annex init` first")
+            raise ConfigError(no_log)
         if rows.get("schema_version") != SCHEMA_VERSION:
             raise ConfigError(f"log schema {rows.get('schema_version')} is not supported")
         store = cls(engine, rows["origin"], **kwargs)

@@ -1,11 +1,12 @@
-"""A NUL character in text that reaches SQL: PostgreSQL refuses it and SQLite stores it, so
-Annex refuses it first, and both databases answer the same input the same way."""
+"""Input the store refuses before SQL sees it, the same way on both databases: a NUL character
+(PostgreSQL refuses it, SQLite stores it); and a database that cannot be reached is said to be
+unreachable."""
 
 from __future__ import annotations
 
 import pytest
 
-from evidence.errors import InputError
+from evidence.errors import InputError, StoreError
 from evidence.store import Store
 from tests.conftest import statement
 
@@ -29,3 +30,10 @@ def test_a_search_for_text_with_a_nul_is_refused_on_both_databases(
 ) -> None:
     with pytest.raises(InputError, match="holds a NUL character"):
         store.query(**{field: "a\x00b"})
+
+
+def test_an_unreachable_database_is_said_to_be_unreachable() -> None:
+    """Not "run annex init": the log may well exist on a server that is down."""
+    with pytest.raises(StoreError, match="cannot reach the database") as caught:
+        Store.open("postgresql+psycopg://annex:secret@127.0.0.1:1/annex")
+    assert "secret" not in str(caught.value) and "annex init" not in str(caught.value)
