@@ -20,12 +20,38 @@ from api.settings import get_settings
 from evidence.errors import AnnexError, InputError
 from evidence.home import Home
 
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}  # every command, every group
+
 app = typer.Typer(
     help="Annex: signed, append-only evidence for AI systems, verifiable by an auditor alone.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=HELP_OPTIONS,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"annex {version('annex')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("annex (not installed: no version)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Annex: signed, append-only evidence for AI systems, verifiable by an auditor alone."""
 log_app = typer.Typer(help="The Merkle log: checkpoints, proofs, export.")
 keys_app = typer.Typer(help="Signing keys and the trust file.")
 app.add_typer(log_app, name="log", no_args_is_help=True)

@@ -1158,3 +1158,13 @@ def test_help_lists_the_commands(args: tuple[str, ...], commands: list[str], ann
     listed = re.findall(r"^│ (\S+) ", result.out, flags=re.MULTILINE)
     for name in commands:
         assert name in listed, (name, listed)
+
+
+def test_version_and_short_help(annex: Annex) -> None:
+    from importlib.metadata import version
+
+    shown = annex.fast("--version")
+    assert shown.code == 0 and shown.out == f"annex {version('annex')}\n", shown
+    for args in (("-h",), ("keys", "-h"), ("keys", "list", "-h")):
+        short = annex.fast(*args)
+        assert short.code == 0 and "Usage: " in short.out, (args, short)
