@@ -14,12 +14,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from api import routes_entries, routes_exports, routes_ingest, routes_log, routes_reports, web
 from api.auth import TokenFile
 from api.problems import document_problems, install
 from api.settings import get_settings
 from api.state import MAX_BODY, MAX_PAGE, PREFIX, Stores
+from api.web.session import WEB
 from evidence.home import Home
 
 __all__ = ["MAX_BODY", "MAX_PAGE", "PREFIX", "PUBLIC_PATHS", "create_app"]
@@ -72,7 +76,7 @@ def create_app(home: Home | None = None) -> FastAPI:
         version="1",
         summary="Signed, append-only evidence for AI systems.",
         openapi_url=f"{PREFIX}/openapi.json",
-        docs_url=f"{PREFIX}/docs",
+        docs_url=None,  # served below from the package's own assets, not a CDN
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
         lifespan=lifespan,
@@ -82,5 +86,31 @@ def create_app(home: Home | None = None) -> FastAPI:
     install(app)
     for add in ROUTE_GROUPS:
         add(app.router)
+    _add_docs(app)
     document_problems(app, PUBLIC_PATHS)
     return app
+
+
+DOCS_ASSETS = f"{PREFIX}/docs/assets"
+
+
+def _add_docs(app: FastAPI) -> None:
+    """Swagger UI at /api/v1/docs with every asset served from the installed package, so the
+    page works on an air-gapped network; `/` leads a browser to the auditor's pages."""
+    from swagger_ui_bundle import swagger_ui_path  # the assets only, no web framework
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get(f"{PREFIX}/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=f"{PREFIX}/openapi.json",
+            title="Annex API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse(WEB, status_code=307)

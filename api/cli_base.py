@@ -52,6 +52,8 @@ def _main(
     ] = False,
 ) -> None:
     """Annex: signed, append-only evidence for AI systems, verifiable by an auditor alone."""
+
+
 log_app = typer.Typer(help="The Merkle log: checkpoints, proofs, export.")
 keys_app = typer.Typer(help="Signing keys and the trust file.")
 app.add_typer(log_app, name="log", no_args_is_help=True)
