@@ -27,7 +27,7 @@ from api.cli_base import (
     write_output,
 )
 from api.cli_gpu import site_labels
-from api.output import print_json, progress_bar, stdout
+from api.output import count, print_json, progress_bar, stdout
 from api.settings import get_settings
 from evidence.canonical import parse_json
 from evidence.dsse import Envelope
@@ -321,8 +321,8 @@ def verify(
         print_json(report.to_json())
         return
     stdout.print(
-        f"ok: {report.size} entries, {report.signatures} signatures and "
-        f"{report.checkpoints} checkpoints verified; root {b64(report.root)}"
+        f"ok: {count(report.size, 'entry', 'entries')}, {count(report.signatures, 'signature')} "
+        f"and {count(report.checkpoints, 'checkpoint')} verified; root {b64(report.root)}"
     )
     if report.trusted_checkpoint_size is not None:
         stdout.print(

@@ -11,7 +11,7 @@ import typer
 from pydantic import ValidationError
 
 from api.cli_base import HomeOpt, JsonOpt, collect_app, command
-from api.output import print_json, stdout
+from api.output import count, print_json, stdout
 from api.push import Pushed, push_envelope, read_token, sign_statement
 from api.settings import Settings, get_settings
 from collectors.gpu import collect_gpu
@@ -150,10 +150,6 @@ def site_labels(
 # -- the human summary ----------------------------------------------------------------------------
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
 def shown(reading: Any) -> str:
     if isinstance(reading, Value):
         return str(reading.value)
@@ -172,7 +168,7 @@ def mig(device: Device) -> str:
     if modes.pending != modes.current:
         text += f" ({modes.pending} after reset)"
     if isinstance(device.mig_devices, Value) and device.mig_devices.value:
-        text += f", {_count(len(device.mig_devices.value), 'MIG device')}"
+        text += f", {count(len(device.mig_devices.value), 'MIG device')}"
     elif isinstance(device.mig_devices, Failed):
         text += f", MIG devices {device.mig_devices.error}"
     return text
@@ -182,10 +178,10 @@ def device_line(device: Device) -> str:
     parts = [shown(device.name), shown(device.uuid), gib(device.memory_total_bytes), mig(device)]
     unsupported, failed = device.unsupported(), device.failed()
     if unsupported:
-        parts.append(f"{_count(len(unsupported), 'field')} unsupported")
+        parts.append(f"{count(len(unsupported), 'field')} unsupported")
     if failed:
         errors = ", ".join(sorted(set(failed.values())))
-        parts.append(f"{_count(len(failed), 'field')} unreadable ({errors})")
+        parts.append(f"{count(len(failed), 'field')} unreadable ({errors})")
     return f"  gpu {device.index}  " + "  ".join(parts)
 
 
@@ -198,7 +194,7 @@ def say_summary(predicate: GpuInventoryPredicate, where: str) -> None:
         f"driver {shown(predicate.driver_version)}, CUDA {shown(predicate.cuda_driver_version)}, "
         f"NVML {shown(predicate.nvml_version)}"
     )
-    stdout.print(f"{_count(len(predicate.devices), 'GPU')} on {host} ({versions})")
+    stdout.print(f"{count(len(predicate.devices), 'GPU')} on {host} ({versions})")
     for device in predicate.devices:
         stdout.print(device_line(device))
     stdout.print(f"recorded at {where} (self-reported by NVML, not hardware attestation)")

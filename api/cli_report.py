@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from api.cli_base import HomeOpt, JsonOpt, app, command, open_home
-from api.output import print_json, stdout
+from api.output import count, print_json, stdout
 from api.settings import get_settings
 from evidence.errors import InputError
 from evidence.keys import TrustIndex, load_trust
@@ -104,7 +104,8 @@ def _report(doc: Document, issued: Issued, html: Path | None, json_out: bool) ->
     stdout.print(f"{doc.title}: {issued.pdf}")
     stdout.print(
         f"  points: {c[Coverage.COMPLETE]} complete, {c[Coverage.PARTIAL]} partial, "
-        f"{c[Coverage.MISSING]} missing; {issued.gaps} gaps; {issued.citations} entries cited"
+        f"{c[Coverage.MISSING]} missing; {count(issued.gaps, 'gap')}; "
+        f"{count(issued.citations, 'entry', 'entries')} cited"
     )
     stdout.print(f"  built at checkpoint {doc.checkpoint.size}; logged as entry {issued.index}")
     stdout.print(f"  evidence bundle: {issued.bundle} (also attached to the PDF)")

@@ -51,3 +51,8 @@ def progress_bar(label: str, *, enabled: bool) -> Iterator[Any]:
     ) as bar:
         task = bar.add_task(label, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 checkpoint`, `2 checkpoints`, `1 entry`, `3 entries` (with `plural` given)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"

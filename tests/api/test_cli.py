@@ -1168,3 +1168,11 @@ def test_version_and_short_help(annex: Annex) -> None:
     for args in (("-h",), ("keys", "-h"), ("keys", "list", "-h")):
         short = annex.fast(*args)
         assert short.code == 0 and "Usage: " in short.out, (args, short)
+
+
+def test_counts_of_one_are_singular(tmp_path: Path, annex_at: AnnexAt) -> None:
+    """A new log holds one entry under one checkpoint: said so, not "1 checkpoints"."""
+    Home(tmp_path / "one").init("one.example/log")
+    done = annex_at(tmp_path / "one").fast("verify")
+    assert done.code == 0, done
+    assert done.out.startswith("ok: 1 entry, 3 signatures and 1 checkpoint verified; root ")
