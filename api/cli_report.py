@@ -287,6 +287,8 @@ def verify_dossier_cmd(
     """Check a dossier offline: every citation, its proof, the checkpoint, signature, receipt."""
     from reports.bundle import verify_dossier
 
+    if pdf.is_dir():
+        raise InputError(f"{pdf} is a directory: give the dossier's PDF file")
     if not pdf.is_file():
         raise InputError(f"{pdf}: no such file")
     found_bundle = bundle or _if_exists(beside(pdf, ".bundle.json"))

@@ -258,3 +258,9 @@ def test_half_a_signing_configuration_is_a_config_error(annex: Annex, tmp_path: 
     )
     assert refused.code == 2
     assert "ANNEX_PDF_SIGN_CERT and ANNEX_PDF_SIGN_KEY" in refused.err
+
+
+def test_verify_dossier_of_a_directory_says_so(annex: Annex, tmp_path: Path) -> None:
+    done = annex.fast("verify-dossier", tmp_path)
+    assert done.code == 2, done
+    assert f"{tmp_path} is a directory: give the dossier's PDF file" in done.err
