@@ -129,7 +129,10 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()))
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return problem(422, "; ".join(parts) or "invalid request", request.url.path)
+    # the type Annex's own 422 (Unprocessable) has: one type URI per kind of error
+    return problem(
+        422, "; ".join(parts) or "invalid request", request.url.path, kind="unprocessable"
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
