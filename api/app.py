@@ -53,6 +53,8 @@ PUBLIC_PATHS = frozenset(
         f"{PREFIX}/readyz",
         f"{PREFIX}/openapi.json",
         f"{PREFIX}/docs",
+        f"{PREFIX}/docs/assets",  # Swagger UI's scripts and styles, served from the package
+        "/",  # a redirect to the web pages
     }
 )
 
