@@ -270,11 +270,6 @@ class TrustIndex:
         self.trust = trust
         self._keys = {k.keyid: k for k in trust.keys}
         self._entry = {k.keyid: _entry_key(k) for k in trust.keys}
-        self._public = {
-            k.keyid: Ed25519PublicKey.from_public_bytes(k.raw_public_key)
-            for k in trust.keys
-            if k.algorithm == "ed25519"
-        }
         self.verifiers = [note_verifier(k) for k in trust.keys if may_sign_checkpoints(k)]
 
     def get(self, keyid: str) -> TrustedKey:
@@ -282,9 +277,6 @@ class TrustIndex:
         if key is None:
             raise TrustError(f"no key {keyid[:16]} in the trust file")
         return key
-
-    def public_key(self, keyid: str) -> Ed25519PublicKey | None:
-        return self._public.get(keyid)
 
     def entry_signer(self, keyid: str, index: int | None, predicate: str) -> EntryKey:
         """The key to check a signature on a statement of type `predicate` with, at entry

@@ -555,7 +555,7 @@ class Store:
 
         def run(conn: Connection, size: int) -> AppendResult:
             signer, trust = self._writer()
-            self._check_windows(trust, signer, size, [])
+            self._check_windows(trust, signer, size, [])  # the log key; entries chunk by chunk
             rows = _Rows(self._right_edge(conn, size))
             helper = self._signing_process(signer)
             chunks = sign_chunks(len(statements))
@@ -919,9 +919,9 @@ class _Rows:
     def insert(self, conn: Connection) -> None:
         """Inserts the rows added since the last call."""
         for table, columns, rows in (
-            (entries, _ENTRY_COLUMNS, self._entries),
-            (subjects, _SUBJECT_COLUMNS, self._subjects),
-            (nodes, _NODE_COLUMNS, self._nodes),
+            (entries, ENTRY_COLUMNS, self._entries),
+            (subjects, SUBJECT_COLUMNS, self._subjects),
+            (nodes, NODE_COLUMNS, self._nodes),
             (lookup_recent, lookup.COLUMNS, self._keys),
         ):
             if rows:
@@ -929,7 +929,8 @@ class _Rows:
                 rows.clear()
 
 
-_ENTRY_COLUMNS = (
+# The columns an append writes, in the order its rows hold them.
+ENTRY_COLUMNS = (
     "idx",
     "leaf_hash",
     "envelope",
@@ -938,8 +939,8 @@ _ENTRY_COLUMNS = (
     "observed_at_us",
     "logged_at_us",
 )
-_SUBJECT_COLUMNS = ("entry_idx", "position", "name", "algorithm", "digest")
-_NODE_COLUMNS = ("level", "idx", "hash")
+SUBJECT_COLUMNS = ("entry_idx", "position", "name", "algorithm", "digest")
+NODE_COLUMNS = ("level", "idx", "hash")
 
 
 _LOOKUP_CHUNK = 5000  # leaf hashes a query: well under SQLite's 32,766 bound parameters

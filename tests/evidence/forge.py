@@ -27,7 +27,7 @@ from evidence.dsse import Envelope, content_hash
 from evidence.entry import statement_metadata
 from evidence.merkle import CompactRange, leaf_hash
 from evidence.note import Checkpoint, NoteSigner, sign_checkpoint
-from evidence.store import Store
+from evidence.store import ENTRY_COLUMNS, NODE_COLUMNS, SUBJECT_COLUMNS, Store
 from evidence.tables import (
     checkpoints,
     entries,
@@ -92,25 +92,11 @@ def forge_append(
                 digests = (s.digest for s in derived.subjects)
                 lookup.entry_keys(index, content_hash(envelope), digests, keys)
                 node_rows.extend((n.level, n.index, h) for n, h in tree.append(leaf)[1:])
-            entry_columns = (
-                "idx",
-                "leaf_hash",
-                "envelope",
-                "keyid",
-                "predicate_type",
-                "observed_at_us",
-                "logged_at_us",
-            )
-            insert_rows(conn, entries, entry_columns, rows)
+            insert_rows(conn, entries, ENTRY_COLUMNS, rows)  # as the sequencer writes them
             if subject_rows:
-                insert_rows(
-                    conn,
-                    subjects,
-                    ("entry_idx", "position", "name", "algorithm", "digest"),
-                    subject_rows,
-                )
+                insert_rows(conn, subjects, SUBJECT_COLUMNS, subject_rows)
             if node_rows:
-                insert_rows(conn, nodes, ("level", "idx", "hash"), node_rows)
+                insert_rows(conn, nodes, NODE_COLUMNS, node_rows)
             insert_rows(conn, lookup_recent, lookup.COLUMNS, keys)
             if checkpoint_signer is not None:
                 root = tree.root()

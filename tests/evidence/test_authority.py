@@ -234,7 +234,7 @@ def test_only_log_keys_sign_checkpoints(keys: Keys) -> None:
     index = keys.home.trust()
     assert [v.public_key for v in index.verifiers] == [keys.log.public_bytes]
     for signer in (keys.for_all, keys.gpu_only, keys.revoked):
-        assert index.public_key(signer.keyid) is not None  # trusted, for entries only
+        assert index.get(signer.keyid).keyid == signer.keyid  # trusted, for entries only
 
 
 # -- append ---------------------------------------------------------------------------------------

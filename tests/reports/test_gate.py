@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import sqlite3
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from tests.reports.gate_helpers import (
     NOW,
     ago,
     append,
+    change_one_byte,
     digest,
     eval_run,
     inventory,
@@ -97,13 +97,7 @@ def test_a_signed_directory_passes_and_names_its_release(
 
 
 def test_one_changed_byte_fails_and_the_file_is_named(home: Home, signed_model: Path) -> None:
-    weights = signed_model / "model.safetensors"
-    data = bytearray(weights.read_bytes())
-    stat = weights.stat()
-    data[-1] ^= 0x01
-    weights.write_bytes(bytes(data))
-    # An attacker keeps size and mtime: the gate re-reads every byte anyway.
-    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    change_one_byte(signed_model)  # size and mtime kept: the gate re-reads every byte anyway
     verdict = judge(home, signed_model, Signed())
     assert not verdict.passed
     assert "changed model.safetensors" in verdict.outcome.reason
